@@ -1,0 +1,1 @@
+DROP TABLE IF EXISTS models, forecasts, alerts, indicators, price_bars, companies;

@@ -1,0 +1,219 @@
+"""PostgreSQL access: a small connection pool and fast idempotent batch upserts.
+
+- :class:`Database` hands out pooled psycopg2 connections in :meth:`Database.transaction`;
+  a lost connection is discarded and surfaces as :class:`TransientError`, so the caller's
+  retry loop (see :mod:`stockpipe.common.lifecycle`) waits the outage out.
+- :class:`TableWriter` writes a batch of rows idempotently (the DESIGN's "all writes are
+  idempotent upserts"). It COPYs straight into the table, which is the fastest way in, and
+  falls back to COPY into a temporary staging table plus ``INSERT ... ON CONFLICT DO UPDATE``
+  when the batch conflicts with rows already there (a replay). After a conflict it stays on
+  the upsert path for a while, so a long replay does not pay for a failed COPY each batch.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+import psycopg2
+import psycopg2.errors
+import psycopg2.extensions
+import psycopg2.pool
+
+from stockpipe.common.errors import TransientError
+from stockpipe.common.settings import CommonSettings
+
+__all__ = ["Database", "TableWriter", "copy_field", "copy_line", "is_transient"]
+
+logger = logging.getLogger(__name__)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a database error means "the server or network is gone", not "bad SQL"."""
+    if isinstance(exc, (psycopg2.OperationalError, psycopg2.InterfaceError)):
+        return True
+    # Raised while the server restarts or fails over.
+    return isinstance(exc, (psycopg2.errors.AdminShutdown, psycopg2.errors.CannotConnectNow,
+                            psycopg2.errors.CrashShutdown, psycopg2.errors.ReadOnlySqlTransaction))
+
+
+class Database:
+    """A thread-safe pool of connections to one PostgreSQL database."""
+
+    def __init__(self, settings: CommonSettings, *, max_connections: int = 4) -> None:
+        self._dsn = settings.dsn()
+        self._connect_args = {
+            "connect_timeout": settings.postgres_connect_timeout,
+            "application_name": settings.service_name,
+            # Fail fast on a dead peer instead of hanging in a kernel timeout.
+            "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3,
+        }
+        self._max = max_connections
+        self._pool: psycopg2.pool.ThreadedConnectionPool | None = None
+        self._lock = threading.Lock()
+
+    def _get_pool(self) -> psycopg2.pool.ThreadedConnectionPool:
+        with self._lock:
+            if self._pool is None:
+                try:
+                    self._pool = psycopg2.pool.ThreadedConnectionPool(
+                        0, self._max, self._dsn, **self._connect_args)
+                except psycopg2.Error as exc:
+                    raise TransientError(f"PostgreSQL unreachable: {exc}".strip()) from exc
+            return self._pool
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg2.extensions.connection]:
+        """A pooled connection; a broken one is closed instead of returned to the pool."""
+        pool = self._get_pool()
+        try:
+            conn = pool.getconn()
+        except psycopg2.pool.PoolError as exc:
+            raise TransientError(f"no free PostgreSQL connection: {exc}") from exc
+        except psycopg2.Error as exc:
+            raise TransientError(f"PostgreSQL unreachable: {exc}".strip()) from exc
+        broken = False
+        try:
+            yield conn
+        except psycopg2.Error as exc:
+            broken = is_transient(exc) or conn.closed != 0
+            raise
+        finally:
+            pool.putconn(conn, close=broken or conn.closed != 0)
+
+    @contextmanager
+    def transaction(self) -> Iterator[psycopg2.extensions.cursor]:
+        """A cursor in one transaction: committed on success, rolled back on error.
+
+        Connection-level failures are re-raised as :class:`TransientError`.
+        """
+        try:
+            with self.connection() as conn:
+                try:
+                    with conn.cursor() as cur:
+                        yield cur
+                    conn.commit()
+                except BaseException:
+                    if not conn.closed:
+                        try:
+                            conn.rollback()
+                        except psycopg2.Error:
+                            pass
+                    raise
+        except psycopg2.Error as exc:
+            if is_transient(exc):
+                raise TransientError(f"PostgreSQL: {str(exc).strip()}") from exc
+            raise
+
+    def check(self) -> None:
+        """A readiness check: a fresh connection answers ``SELECT 1``.
+
+        A fresh connection each time, so a probe never waits behind a long write and never
+        reports "ready" from a pooled connection whose server has gone.
+        """
+        try:
+            conn = psycopg2.connect(self._dsn, **self._connect_args)
+        except psycopg2.Error as exc:
+            raise TransientError(f"PostgreSQL unreachable: {str(exc).strip()}") from None
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT 1")
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._pool is not None:
+                self._pool.closeall()
+                self._pool = None
+
+
+_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def copy_field(value: Any) -> str:
+    """One value in COPY's text format (``\\N`` for NULL)."""
+    if value is None:
+        return "\\N"
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else ("NaN" if value != value else ("Infinity" if value > 0 else "-Infinity"))
+    if isinstance(value, (bool, int)):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value).translate(_ESCAPES)
+
+
+def copy_line(values: Iterable[Any]) -> str:
+    """One row in COPY's text format, newline included."""
+    return "\t".join(map(copy_field, values)) + "\n"
+
+
+class TableWriter:
+    """Idempotent batch writes of rows into one table with a primary or unique key."""
+
+    # After a conflicting batch, this many batches go straight to the upsert path before a
+    # direct COPY is tried again: long replays conflict on every batch.
+    _UPSERT_STREAK = 100
+
+    def __init__(self, table: str, columns: Sequence[str], key: Sequence[str]) -> None:
+        self.table = table
+        self.columns = tuple(columns)
+        self.key = tuple(key)
+        q = {c: f'"{c}"' for c in self.columns}  # "interval" is an SQL keyword
+        cols = ", ".join(q.values())
+        updates = [q[c] for c in self.columns if c not in self.key]
+        self._stage = f"_stage_{table}"
+        self._create_stage = (
+            f"CREATE TEMP TABLE IF NOT EXISTS {self._stage} "
+            f"(LIKE {table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+        )
+        self._copy_direct = f"COPY {table} ({cols}) FROM STDIN"
+        self._copy_stage = f"COPY {self._stage} ({cols}) FROM STDIN"
+        if updates:
+            assign = ", ".join(f"{c} = EXCLUDED.{c}" for c in updates)
+            changed = " OR ".join(f"{table}.{c} IS DISTINCT FROM EXCLUDED.{c}" for c in updates)
+            action = f"DO UPDATE SET {assign} WHERE {changed}"  # identical replays write nothing
+        else:
+            action = "DO NOTHING"
+        self._merge = (
+            f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {self._stage} "
+            f"ON CONFLICT ({', '.join(q[c] for c in self.key)}) {action}"
+        )
+        self._upsert_batches_left = 0
+
+    def write(self, cur: psycopg2.extensions.cursor, lines: str | bytes) -> None:
+        """Write rows given as COPY text (one line per row, unique keys within the batch).
+
+        Call it at most once per table per transaction: the staging table empties on commit.
+        """
+        if not lines:
+            return
+        if self._upsert_batches_left == 0:
+            cur.execute("SAVEPOINT stockpipe_copy")
+            try:
+                cur.copy_expert(self._copy_direct, io.BytesIO(_b(lines)), size=_COPY_CHUNK)
+                cur.execute("RELEASE SAVEPOINT stockpipe_copy")
+                return
+            except psycopg2.errors.UniqueViolation:
+                cur.execute("ROLLBACK TO SAVEPOINT stockpipe_copy")
+                self._upsert_batches_left = self._UPSERT_STREAK
+                logger.debug("%s: batch overlaps stored rows, upserting", self.table)
+        else:
+            self._upsert_batches_left -= 1
+        cur.execute(self._create_stage)
+        cur.copy_expert(self._copy_stage, io.BytesIO(_b(lines)), size=_COPY_CHUNK)
+        cur.execute(self._merge)
+
+
+_COPY_CHUNK = 1 << 20  # bytes per COPY round trip; psycopg2's 8 KiB default costs many calls
+
+
+def _b(lines: str | bytes) -> bytes:
+    return lines.encode() if isinstance(lines, str) else lines

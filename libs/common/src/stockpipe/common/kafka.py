@@ -1,0 +1,331 @@
+"""Kafka clients with stockpipe's delivery guarantees (confluent-kafka / librdkafka).
+
+- :class:`Publisher`: an idempotent producer (acks=all, no duplicates on retry). ``flush()``
+  returns only when every message is acknowledged, and raises :class:`TransientError` if
+  any was not, so a caller commits its input offsets only after its output is durable.
+- :class:`BatchConsumer`: at-least-once. Auto-commit is off; the caller commits a batch's
+  offsets with :meth:`BatchConsumer.commit` after what it made of the batch is durable.
+  Rebalances call the caller's ``on_assign`` / ``on_revoke`` hooks (cooperative-sticky, so
+  only the partitions that move are passed). Consumer lag per partition is exported from
+  librdkafka's statistics.
+- :func:`dead_letter`: the rejected message's bytes, unchanged, to the ``dlq`` topic with
+  headers ``error``, ``source_topic``, ``source_partition``, ``source_offset``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter as _Tally
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from confluent_kafka import (
+    OFFSET_INVALID,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from stockpipe.common.errors import InvalidMessage, TransientError
+from stockpipe.common.metrics import CONSUMER_LAG, DLQ_MESSAGES, ERRORS, MESSAGES_CONSUMED, MESSAGES_PRODUCED
+from stockpipe.common.settings import TOPIC_KINDS, CommonSettings
+
+__all__ = [
+    "Publisher",
+    "BatchConsumer",
+    "dead_letter",
+    "ensure_topics",
+    "kafka_check",
+    "Message",
+    "TopicPartition",
+]
+
+logger = logging.getLogger(__name__)
+
+PartitionHook = Callable[[list[TopicPartition]], None]
+
+
+class Publisher:
+    """Idempotent producer; :meth:`flush` confirms that everything sent is durable."""
+
+    def __init__(self, settings: CommonSettings, **overrides: Any) -> None:
+        conf = settings.kafka_config() | {
+            "enable.idempotence": True,  # implies acks=all and ordered, de-duplicated retries
+            "linger.ms": 5,  # a few ms of batching buys an order of magnitude in throughput
+            "compression.type": "lz4",
+            "queue.buffering.max.messages": 500_000,
+            "queue.buffering.max.kbytes": 256 * 1024,
+            "on_delivery": self._on_delivery,
+        }
+        conf.update(overrides)
+        self._producer = Producer(conf)
+        self._acked: _Tally[str] = _Tally()
+        self._failed: list[str] = []
+
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        if err is None:
+            self._acked[msg.topic()] += 1
+        else:
+            self._failed.append(f"{msg.topic()}: {err.str()}")
+
+    def publish(self, topic: str, value: bytes, key: bytes | str | None = None,
+                headers: list[tuple[str, bytes]] | None = None) -> None:
+        """Queue one message; waits for room when the local queue is full."""
+        while True:
+            try:
+                self._producer.produce(topic, value, key, headers=headers)
+                return
+            except BufferError:
+                # The local queue is full: serve delivery reports until there is room.
+                self._producer.poll(0.1)
+
+    def poll(self, timeout: float = 0) -> None:
+        """Serve delivery reports (call regularly when publishing without flushing)."""
+        self._producer.poll(timeout)
+        self._drain_acks()
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Block until every queued message is acknowledged; raise if any was not."""
+        remaining = self._producer.flush(timeout)
+        self._drain_acks()
+        if remaining or self._failed:
+            failed, self._failed = self._failed, []
+            ERRORS.labels("kafka_delivery").inc()
+            raise TransientError(
+                f"{remaining} messages not acknowledged after {timeout}s, {len(failed)} failed"
+                + (f" (first: {failed[0]})" if failed else "")
+            )
+
+    def _drain_acks(self) -> None:
+        if self._acked:
+            for topic, n in self._acked.items():
+                MESSAGES_PRODUCED.labels(topic).inc(n)
+            self._acked.clear()
+
+    def list_topics(self, timeout: float = 5.0) -> Any:
+        return self._producer.list_topics(timeout=timeout)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Flush what is queued (best effort) before the process exits."""
+        try:
+            self.flush(timeout)
+        except TransientError as exc:
+            logger.error("closing producer: %s", exc)
+
+
+class BatchConsumer:
+    """A consumer group member that hands out batches and commits only when told."""
+
+    def __init__(
+        self,
+        settings: CommonSettings,
+        group_id: str,
+        topics: Sequence[str],
+        *,
+        on_assign: PartitionHook | None = None,
+        on_revoke: PartitionHook | None = None,
+        **overrides: Any,
+    ) -> None:
+        conf = settings.kafka_config() | {
+            "group.id": group_id,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",  # a new group reads everything kept, losing nothing
+            "partition.assignment.strategy": "cooperative-sticky",
+            "statistics.interval.ms": 5000,  # consumer lag per partition, for the metric
+            "stats_cb": self._on_stats,
+            # Fetch in large chunks: fewer wake-ups per message at high rates.
+            "fetch.min.bytes": 1,
+            "fetch.wait.max.ms": 100,
+            "queued.min.messages": 200_000,
+        }
+        conf.update(overrides)
+        self.topics = list(topics)
+        self._on_assign_hook = on_assign
+        self._on_revoke_hook = on_revoke
+        self._consumer = Consumer(conf)
+        self._consumer.subscribe(
+            self.topics, on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._lost
+        )
+
+    # -- rebalance callbacks (run inside poll/consume on the main thread)
+    def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        logger.info("partitions assigned: %s", _fmt(partitions))
+        if self._on_assign_hook and partitions:
+            self._on_assign_hook(partitions)
+
+    def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        logger.info("partitions revoked: %s", _fmt(partitions))
+        for tp in partitions:
+            try:
+                CONSUMER_LAG.remove(tp.topic, str(tp.partition))
+            except KeyError:  # no statistics came for it yet
+                pass
+        if self._on_revoke_hook and partitions:
+            self._on_revoke_hook(partitions)
+
+    def _lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        logger.warning("partitions lost (session timed out): %s", _fmt(partitions))
+        self._revoked(consumer, partitions)
+
+    def _on_stats(self, stats_json: str) -> None:
+        try:
+            stats = json.loads(stats_json)
+            for topic, t in stats.get("topics", {}).items():
+                for pid, p in t.get("partitions", {}).items():
+                    lag = p.get("consumer_lag", -1)
+                    if pid != "-1" and lag >= 0:
+                        CONSUMER_LAG.labels(topic, pid).set(lag)
+        except (ValueError, AttributeError):  # statistics are advisory; never break consuming
+            ERRORS.labels("kafka_stats").inc()
+
+    # -- consuming
+    def poll_batch(self, max_messages: int, timeout: float) -> list[Message]:
+        """Up to ``max_messages`` messages, waiting at most ``timeout`` seconds for the first."""
+        try:
+            batch = self._consumer.consume(max_messages, timeout)
+        except KafkaException as exc:
+            raise TransientError(f"consume failed: {exc}") from exc
+        good: list[Message] = []
+        counts: _Tally[str] = _Tally()
+        for msg in batch:
+            err = msg.error()
+            if err is None:
+                good.append(msg)
+                counts[msg.topic()] += 1
+            elif err.code() == KafkaError._PARTITION_EOF:
+                continue
+            elif err.fatal():
+                raise KafkaException(err)
+            else:
+                ERRORS.labels("kafka_consume").inc()
+                logger.warning("consumer error: %s", err.str())
+        for topic, n in counts.items():
+            MESSAGES_CONSUMED.labels(topic).inc(n)
+        return good
+
+    def commit(self, messages: Iterable[Message]) -> None:
+        """Commit the offsets after ``messages`` (call once their output is durable)."""
+        offsets = next_offsets(messages)
+        if not offsets:
+            return
+        try:
+            self._consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            code = err.code() if isinstance(err, KafkaError) else None
+            if code in (KafkaError._NO_OFFSET,):
+                return
+            if code in (KafkaError.REBALANCE_IN_PROGRESS, KafkaError.ILLEGAL_GENERATION,
+                        KafkaError.UNKNOWN_MEMBER_ID, KafkaError._ASSIGNMENT_LOST):
+                # The partitions moved on; their new owner re-reads from the last commit, and
+                # idempotent writes make the repeat harmless.
+                logger.warning("commit skipped after a rebalance: %s", exc)
+                ERRORS.labels("kafka_commit_rebalance").inc()
+                return
+            raise TransientError(f"commit failed: {exc}") from exc
+
+    def committed(self, partitions: list[TopicPartition], timeout: float = 10.0) -> list[TopicPartition]:
+        return self._consumer.committed(partitions, timeout=timeout)
+
+    def assignment(self) -> list[TopicPartition]:
+        return self._consumer.assignment()
+
+    def pause(self, partitions: list[TopicPartition] | None = None) -> None:
+        self._consumer.pause(partitions if partitions is not None else self._consumer.assignment())
+
+    def resume(self, partitions: list[TopicPartition] | None = None) -> None:
+        self._consumer.resume(partitions if partitions is not None else self._consumer.assignment())
+
+    def seek(self, partition: TopicPartition) -> None:
+        self._consumer.seek(partition)
+
+    def close(self) -> None:
+        """Leave the group at once (its partitions move without waiting for a timeout)."""
+        self._consumer.close()
+
+
+def next_offsets(messages: Iterable[Message]) -> list[TopicPartition]:
+    """The offset to commit per partition: one past the highest offset seen."""
+    top: dict[tuple[str, int], int] = {}
+    for msg in messages:
+        key = (msg.topic(), msg.partition())
+        off = msg.offset()
+        if off > top.get(key, OFFSET_INVALID):
+            top[key] = off
+    return [TopicPartition(t, p, o + 1) for (t, p), o in top.items()]
+
+
+def _fmt(partitions: list[TopicPartition]) -> str:
+    return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "none"
+
+
+def dead_letter(publisher: Publisher, dlq_topic: str, msg: Message, error: InvalidMessage) -> None:
+    """Send ``msg``'s bytes, unchanged, to the dead-letter topic with the reason in headers."""
+    headers = [
+        ("error", str(error).encode()[:4096]),
+        ("source_topic", msg.topic().encode()),
+        ("source_partition", str(msg.partition()).encode()),
+        ("source_offset", str(msg.offset()).encode()),
+    ]
+    publisher.publish(dlq_topic, msg.value() or b"", msg.key(), headers=headers)
+    DLQ_MESSAGES.labels(error.reason).inc()
+    logger.warning(
+        "message rejected to %s: %s", dlq_topic, error,
+        extra={"topic": msg.topic(), "partition": msg.partition(), "offset": msg.offset()},
+    )
+
+
+def ensure_topics(
+    settings: CommonSettings,
+    partitions: int,
+    replication: int,
+    configs: dict[str, dict[str, str]] | None = None,
+    timeout: float = 30.0,
+) -> list[str]:
+    """Create every topic of DESIGN.md that does not exist yet; return the ones created.
+
+    Existing topics are left alone (idempotent): partitions are never reduced and data is
+    never touched. ``configs`` maps a topic kind to topic-level settings (retention...).
+    """
+    admin = AdminClient(settings.kafka_config())
+    existing = set(admin.list_topics(timeout=timeout).topics)
+    wanted = {settings.topic(kind): kind for kind in TOPIC_KINDS}
+    new = [
+        NewTopic(name, num_partitions=partitions, replication_factor=replication,
+                 config=(configs or {}).get(kind, {}))
+        for name, kind in wanted.items() if name not in existing
+    ]
+    created = []
+    if new:
+        for name, future in admin.create_topics(new, request_timeout=timeout).items():
+            try:
+                future.result()
+                created.append(name)
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:  # a racing creator won
+                    raise
+    return created
+
+
+def kafka_check(settings: CommonSettings, timeout: float = 3.0) -> Callable[[], None]:
+    """A readiness check: Kafka answers a metadata request for the raw topic."""
+    admin = AdminClient(settings.kafka_config())
+    topic = settings.topic("raw")
+
+    def check() -> None:
+        start = time.monotonic()
+        meta = admin.list_topics(topic=topic, timeout=timeout)
+        if not meta.brokers:
+            raise TransientError(f"no Kafka broker answered in {time.monotonic() - start:.1f}s")
+        t = meta.topics.get(topic)
+        if t is None or t.error is not None:
+            raise TransientError(f"topic {topic} is not available: {t.error if t else 'missing'}")
+
+    return check

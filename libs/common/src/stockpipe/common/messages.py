@@ -1,0 +1,218 @@
+"""Version 1 of the messages on stockpipe's topics (DESIGN.md, "Message schema").
+
+Each message is a frozen :mod:`msgspec` Struct: decoding JSON straight into it validates
+types and constraints in one pass (about 0.5 µs for a bar), and encoding is as fast.
+Unknown fields are ignored (forward compatible); a missing required field is invalid.
+
+>>> codec = Codec(Bar)
+>>> bar = codec.decode(raw_bytes)      # raises InvalidMessage with a reason
+>>> codec.encode(bar)                  # bytes
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from datetime import datetime, timedelta, timezone
+from typing import Annotated, Generic, Literal, TypeVar
+
+import msgspec
+from msgspec import Meta
+
+from stockpipe.common.errors import InvalidMessage
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "SYMBOL_PATTERN",
+    "INTERVAL_PATTERN",
+    "Bar",
+    "Indicators",
+    "Alert",
+    "ForecastPoint",
+    "Forecast",
+    "Codec",
+    "alert_id",
+    "interval_length",
+    "INDICATOR_FIELDS",
+]
+
+SCHEMA_VERSION = 1
+SYMBOL_PATTERN = r"^[A-Z0-9][A-Z0-9.^=-]{0,14}$"
+# yfinance's intervals: 1m 2m 5m 15m 30m 60m 90m 1h 1d 5d 1wk 1mo 3mo.
+INTERVAL_PATTERN = r"^[1-9][0-9]{0,3}(m|h|d|wk|mo)$"
+
+Symbol = Annotated[str, Meta(pattern=SYMBOL_PATTERN)]
+Interval = Annotated[str, Meta(pattern=INTERVAL_PATTERN)]
+Price = Annotated[float, Meta(gt=0)]
+Source = Literal["yfinance", "synthetic", "replay"]
+
+
+def _check_utc(ts: datetime) -> None:
+    if ts.tzinfo is None:
+        raise ValueError("ts has no UTC offset (RFC 3339 needs one)")
+
+
+class Bar(msgspec.Struct, frozen=True, kw_only=True):
+    """One final OHLCV bar on ``raw``; ``ts`` is the bar's start, ``volume`` in shares."""
+
+    v: Literal[1] = 1
+    symbol: Symbol
+    ts: datetime
+    interval: Interval
+    open: Price
+    high: Price
+    low: Price
+    close: Price
+    volume: Annotated[int, Meta(ge=0)]
+    source: Source
+
+    def __post_init__(self) -> None:
+        # gt=0 lets +inf through (JSON 1e999 decodes to inf); NaN cannot be written in JSON.
+        if not math.isfinite(self.open + self.high + self.low + self.close):
+            raise ValueError("prices must be finite")
+        if self.low > min(self.open, self.close):
+            raise ValueError(f"low {self.low} is above min(open, close)")
+        if max(self.open, self.close) > self.high:
+            raise ValueError(f"high {self.high} is below max(open, close)")
+        _check_utc(self.ts)
+
+
+OptFloat = float | None
+
+# The indicator fields, in message and table column order.
+INDICATOR_FIELDS = (
+    "rsi",
+    "sma_short",
+    "sma_long",
+    "ema_short",
+    "ema_long",
+    "bb_upper",
+    "bb_middle",
+    "bb_lower",
+    "macd",
+    "macd_signal",
+    "macd_hist",
+    "volatility",
+)
+
+
+class Indicators(msgspec.Struct, frozen=True, kw_only=True):
+    """Indicator values for one bar on ``indicators``; ``None`` while warming up."""
+
+    v: Literal[1] = 1
+    symbol: Symbol
+    interval: Interval
+    ts: datetime
+    close: Price
+    rsi: OptFloat = None
+    sma_short: OptFloat = None
+    sma_long: OptFloat = None
+    ema_short: OptFloat = None
+    ema_long: OptFloat = None
+    bb_upper: OptFloat = None
+    bb_middle: OptFloat = None
+    bb_lower: OptFloat = None
+    macd: OptFloat = None
+    macd_signal: OptFloat = None
+    macd_hist: OptFloat = None
+    volatility: OptFloat = None
+
+    def __post_init__(self) -> None:
+        _check_utc(self.ts)
+
+
+class Alert(msgspec.Struct, frozen=True, kw_only=True):
+    """One alert on ``alerts``; ``id`` comes from :func:`alert_id` so replays dedupe."""
+
+    v: Literal[1] = 1
+    id: str
+    symbol: Symbol
+    interval: Interval
+    ts: datetime
+    rule: Annotated[str, Meta(min_length=1, max_length=64)]
+    value: float
+    threshold: float
+    message: str
+
+    def __post_init__(self) -> None:
+        _check_utc(self.ts)
+
+
+class ForecastPoint(msgspec.Struct, frozen=True, kw_only=True):
+    """One forecast step: the bar start it predicts, the point forecast and its interval."""
+
+    ts: datetime
+    yhat: float
+    lo: float | None = None
+    hi: float | None = None
+
+
+class Forecast(msgspec.Struct, frozen=True, kw_only=True):
+    """One forecast run for one symbol on ``forecasts``."""
+
+    v: Literal[1] = 1
+    symbol: Symbol
+    interval: Interval
+    made_at: datetime
+    model: Annotated[str, Meta(min_length=1, max_length=64)]
+    points: list[ForecastPoint]
+
+    def __post_init__(self) -> None:
+        _check_utc(self.made_at)
+
+
+_ALERT_NAMESPACE = uuid.UUID("6f1c1c52-3b53-4a4e-9a57-6a0e3c2b7d10")
+
+
+def alert_id(symbol: str, interval: str, ts: datetime, rule: str) -> str:
+    """Deterministic alert id: a UUIDv5 of symbol, interval, ts (UTC) and rule."""
+    utc = ts.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return str(uuid.uuid5(_ALERT_NAMESPACE, f"{symbol}|{interval}|{utc}|{rule}"))
+
+
+_UNITS = {"m": timedelta(minutes=1), "h": timedelta(hours=1), "d": timedelta(days=1),
+          "wk": timedelta(weeks=1), "mo": timedelta(days=31)}
+
+
+def interval_length(interval: str) -> timedelta:
+    """Length of a bar interval such as ``"1m"`` or ``"1d"`` (a month counts as 31 days)."""
+    digits = len(interval) - len(interval.lstrip("0123456789"))
+    return int(interval[:digits]) * _UNITS[interval[digits:]]
+
+
+M = TypeVar("M", bound=msgspec.Struct)
+
+
+class Codec(Generic[M]):
+    """JSON codec for one message type; decoding raises :class:`InvalidMessage`."""
+
+    __slots__ = ("type", "_decoder", "_encoder")
+
+    def __init__(self, type_: type[M]) -> None:
+        self.type = type_
+        self._decoder = msgspec.json.Decoder(type_)
+        self._encoder = msgspec.json.Encoder()
+
+    def decode(self, data: bytes | None) -> M:
+        if data is None:
+            raise InvalidMessage("empty", "message has no value")
+        try:
+            return self._decoder.decode(data)
+        except msgspec.ValidationError as exc:
+            text = str(exc)
+            if "missing required field" in text:
+                reason = "missing_field"
+            elif text.startswith(("prices must", "low ", "high ", "ts has")):
+                reason = "inconsistent"
+            else:
+                reason = "invalid_field"
+            raise InvalidMessage(reason, text) from None
+        except msgspec.DecodeError as exc:
+            raise InvalidMessage("malformed", str(exc)) from None
+
+    def encode(self, message: M) -> bytes:
+        return self._encoder.encode(message)
+
+    def encode_into(self, message: M, buffer: bytearray) -> None:
+        """Encode into a reused buffer (no allocation per message on hot paths)."""
+        self._encoder.encode_into(message, buffer)

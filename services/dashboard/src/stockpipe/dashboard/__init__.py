@@ -1,0 +1,1 @@
+"""stockpipe dashboard service."""

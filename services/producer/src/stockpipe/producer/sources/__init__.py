@@ -1,0 +1,1 @@
+"""Bar sources. Each has ``name`` and ``bars(resume, stop) -> Iterator[Bar]``."""

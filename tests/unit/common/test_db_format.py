@@ -1,0 +1,50 @@
+"""COPY text formatting and offset bookkeeping (pure functions)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from stockpipe.common.db import copy_field, copy_line
+from stockpipe.common.kafka import next_offsets
+
+
+@pytest.mark.parametrize(
+    "value, text",
+    [
+        (None, "\\N"),
+        (1.5, "1.5"),
+        (0.1 + 0.2, "0.30000000000000004"),  # repr round-trips exactly
+        (float("nan"), "NaN"),
+        (7, "7"),
+        ("a\tb\nc\\d", "a\\tb\\nc\\\\d"),
+        (datetime(2024, 1, 2, 3, 4, tzinfo=timezone.utc), "2024-01-02T03:04:00+00:00"),
+    ],
+)
+def test_copy_field(value: object, text: str) -> None:
+    assert copy_field(value) == text
+
+
+def test_copy_line() -> None:
+    assert copy_line(["x", None, 2]) == "x\t\\N\t2\n"
+
+
+class _Msg:
+    def __init__(self, topic: str, partition: int, offset: int) -> None:
+        self._t, self._p, self._o = topic, partition, offset
+
+    def topic(self) -> str:
+        return self._t
+
+    def partition(self) -> int:
+        return self._p
+
+    def offset(self) -> int:
+        return self._o
+
+
+def test_next_offsets_is_one_past_the_highest_per_partition() -> None:
+    msgs = [_Msg("raw", 0, 5), _Msg("raw", 0, 9), _Msg("raw", 1, 3), _Msg("alerts", 0, 0), _Msg("raw", 0, 7)]
+    got = {(tp.topic, tp.partition): tp.offset for tp in next_offsets(msgs)}
+    assert got == {("raw", 0): 10, ("raw", 1): 4, ("alerts", 0): 1}

@@ -1,0 +1,75 @@
+"""Messages → COPY rows, without Kafka or PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from stockpipe.common.messages import Alert, Bar, Codec, Forecast, ForecastPoint, Indicators, alert_id
+from stockpipe.ingestor.app import decode_batch
+from stockpipe.ingestor.sinks import SINKS
+
+TS = datetime(2024, 1, 2, 14, 30, tzinfo=timezone.utc)
+
+
+class Msg:
+    def __init__(self, topic: str, value: bytes | None, offset: int = 0) -> None:
+        self._topic, self._value, self._offset = topic, value, offset
+
+    def topic(self) -> str:
+        return self._topic
+
+    def value(self) -> bytes | None:
+        return self._value
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return self._offset
+
+
+def bar(close: float = 10.5, ts: datetime = TS) -> bytes:
+    return Codec(Bar).encode(Bar(symbol="AAPL", ts=ts, interval="1m", open=10.0, high=11.0, low=9.0,
+                                 close=close, volume=100, source="synthetic"))
+
+
+SINKS_BY_TOPIC = {kind: SINKS[kind] for kind in SINKS}
+
+
+def test_bar_row_is_copy_text_in_column_order() -> None:
+    batch = decode_batch([Msg("raw", bar())], SINKS_BY_TOPIC)
+    assert list(batch.rows["raw"].values()) == [
+        "AAPL\t1m\t2024-01-02T14:30:00+00:00\t10.0\t11.0\t9.0\t10.5\t100\tsynthetic\n"]
+    assert SINKS["raw"].writer.columns == ("symbol", "interval", "ts", "open", "high", "low", "close", "volume", "source")
+
+
+def test_duplicate_keys_in_a_batch_keep_the_last_version() -> None:
+    batch = decode_batch([Msg("raw", bar(10.5)), Msg("raw", bar(10.7)), Msg("raw", bar(10.6, TS.replace(minute=31)))],
+                         SINKS_BY_TOPIC)
+    rows = list(batch.rows["raw"].values())
+    assert len(rows) == 2 and "\t10.7\t" in rows[0]
+    assert len(batch.messages) == 3
+
+
+def test_invalid_messages_are_rejected_not_raised() -> None:
+    batch = decode_batch([Msg("raw", b"{oops", 1), Msg("raw", bar(), 2), Msg("raw", None, 3)], SINKS_BY_TOPIC)
+    assert [(m.offset(), e.reason) for m, e in batch.rejected] == [(1, "malformed"), (3, "empty")]
+    assert batch.row_count() == 1
+
+
+def test_indicator_alert_and_forecast_rows() -> None:
+    ind = Codec(Indicators).encode(Indicators(symbol="AAPL", interval="1m", ts=TS, close=1.5, rsi=55.0))
+    aid = alert_id("AAPL", "1m", TS, "rsi_overbought")
+    alert = Codec(Alert).encode(Alert(id=aid, symbol="AAPL", interval="1m", ts=TS, rule="rsi_overbought",
+                                      value=71.0, threshold=70.0, message="tab\there"))
+    fc = Codec(Forecast).encode(Forecast(symbol="AAPL", interval="1m", made_at=TS, model="arima(1,1,1)", points=[
+        ForecastPoint(ts=TS.replace(minute=31), yhat=1.0, lo=None, hi=2.0),
+        ForecastPoint(ts=TS.replace(minute=32), yhat=1.1, lo=0.5, hi=2.1)]))
+    batch = decode_batch([Msg("indicators", ind), Msg("alerts", alert), Msg("forecasts", fc)], SINKS_BY_TOPIC)
+    (ind_row,) = batch.rows["indicators"].values()
+    assert ind_row.split("\t")[3:6] == ["1.5", "55.0", "\\N"]
+    assert len(ind_row.rstrip("\n").split("\t")) == len(SINKS["indicators"].writer.columns)
+    (alert_row,) = batch.rows["alerts"].values()
+    assert alert_row.startswith(aid) and "tab\\there" in alert_row
+    assert [r.split("\t")[4:] for r in batch.rows["forecasts"].values()] == [
+        ["2024-01-02T14:31:00+00:00", "1.0", "\\N", "2.0\n"], ["2024-01-02T14:32:00+00:00", "1.1", "0.5", "2.1\n"]]
