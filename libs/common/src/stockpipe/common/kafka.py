@@ -74,7 +74,7 @@ class Publisher:
         else:
             self._failed.append(f"{msg.topic()}: {err.str()}")
 
-    def publish(self, topic: str, value: bytes, key: bytes | str | None = None,
+    def publish(self, topic: str, value: bytes | None, key: bytes | str | None = None,
                 headers: list[tuple[str, bytes]] | None = None) -> None:
         """Queue one message; waits for room when the local queue is full."""
         while True:
@@ -274,7 +274,7 @@ def dead_letter(publisher: Publisher, dlq_topic: str, msg: Message, error: Inval
         ("source_partition", str(msg.partition()).encode()),
         ("source_offset", str(msg.offset()).encode()),
     ]
-    publisher.publish(dlq_topic, msg.value() or b"", msg.key(), headers=headers)
+    publisher.publish(dlq_topic, msg.value(), msg.key(), headers=headers)
     DLQ_MESSAGES.labels(error.reason).inc()
     logger.warning(
         "message rejected to %s: %s", dlq_topic, error,
