@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from stockpipe.common.db import copy_field, copy_line
+from stockpipe.common.db import copy_field, copy_line, copy_text
 from stockpipe.common.kafka import next_offsets
 
 
@@ -28,6 +28,21 @@ def test_copy_field(value: object, text: str) -> None:
 
 def test_copy_line() -> None:
     assert copy_line(["x", None, 2]) == "x\t\\N\t2\n"
+
+
+def test_plain_copy_text_matches_the_general_formatter() -> None:
+    ts = datetime(2024, 1, 2, 3, 4, 5, 678000, tzinfo=timezone.utc)
+    rows = [("BRK.B", "1m", ts, 0.1 + 0.2, 1e-07, None, 12345678901, "synthetic"),
+            ("ES=F", "1d", ts, 1e300, 2.5, 3.0, 0, "yfinance")]
+    fast = copy_text(rows, plain=True).decode().splitlines()
+    slow = copy_text(rows).decode().splitlines()
+    for f, s in zip(fast, slow, strict=True):
+        f_fields, s_fields = f.split("\t"), s.split("\t")
+        assert f_fields[2] == "2024-01-02T03:04:05.678000Z" and s_fields[2] == ts.isoformat()
+        assert [float(x) if x[0].isdigit() else x for x in f_fields[3:]] == \
+               [float(x) if x[0].isdigit() else x for x in s_fields[3:]]
+        assert f_fields[:2] == s_fields[:2]
+    assert copy_text([]) == b""
 
 
 class _Msg:

@@ -38,8 +38,8 @@ SINKS_BY_TOPIC = {kind: SINKS[kind] for kind in SINKS}
 
 def test_bar_row_is_copy_text_in_column_order() -> None:
     batch = decode_batch([Msg("raw", bar())], SINKS_BY_TOPIC)
-    assert list(batch.rows["raw"].values()) == [
-        "AAPL\t1m\t2024-01-02T14:30:00+00:00\t10.0\t11.0\t9.0\t10.5\t100\tsynthetic\n"]
+    assert SINKS["raw"].copy_text(batch.rows["raw"]) == (
+        b"AAPL\t1m\t2024-01-02T14:30:00Z\t10.0\t11.0\t9.0\t10.5\t100\tsynthetic\n")
     assert SINKS["raw"].writer.columns == ("symbol", "interval", "ts", "open", "high", "low", "close", "volume", "source")
 
 
@@ -47,7 +47,7 @@ def test_duplicate_keys_in_a_batch_keep_the_last_version() -> None:
     batch = decode_batch([Msg("raw", bar(10.5)), Msg("raw", bar(10.7)), Msg("raw", bar(10.6, TS.replace(minute=31)))],
                          SINKS_BY_TOPIC)
     rows = list(batch.rows["raw"].values())
-    assert len(rows) == 2 and "\t10.7\t" in rows[0]
+    assert len(rows) == 2 and rows[0][6] == 10.7
     assert len(batch.messages) == 3
 
 
@@ -66,10 +66,12 @@ def test_indicator_alert_and_forecast_rows() -> None:
         ForecastPoint(ts=TS.replace(minute=31), yhat=1.0, lo=None, hi=2.0),
         ForecastPoint(ts=TS.replace(minute=32), yhat=1.1, lo=0.5, hi=2.1)]))
     batch = decode_batch([Msg("indicators", ind), Msg("alerts", alert), Msg("forecasts", fc)], SINKS_BY_TOPIC)
-    (ind_row,) = batch.rows["indicators"].values()
-    assert ind_row.split("\t")[3:6] == ["1.5", "55.0", "\\N"]
-    assert len(ind_row.rstrip("\n").split("\t")) == len(SINKS["indicators"].writer.columns)
-    (alert_row,) = batch.rows["alerts"].values()
+    ind_rows = SINKS["indicators"].copy_text(batch.rows["indicators"]).decode().rstrip("\n").split("\t")
+    assert ind_rows[3:6] == ["1.5", "55.0", "\\N"]
+    assert len(ind_rows) == len(SINKS["indicators"].writer.columns)
+    alert_row = SINKS["alerts"].copy_text(batch.rows["alerts"]).decode()
     assert alert_row.startswith(aid) and "tab\\there" in alert_row
-    assert [r.split("\t")[4:] for r in batch.rows["forecasts"].values()] == [
-        ["2024-01-02T14:31:00+00:00", "1.0", "\\N", "2.0\n"], ["2024-01-02T14:32:00+00:00", "1.1", "0.5", "2.1\n"]]
+    fc_rows = SINKS["forecasts"].copy_text(batch.rows["forecasts"]).decode().splitlines()
+    assert [r.split("\t")[3:] for r in fc_rows] == [
+        ["arima(1,1,1)", "2024-01-02T14:31:00+00:00", "1.0", "\\N", "2.0"],
+        ["arima(1,1,1)", "2024-01-02T14:32:00+00:00", "1.1", "0.5", "2.1"]]

@@ -12,6 +12,7 @@ Unknown fields are ignored (forward compatible); a missing required field is inv
 from __future__ import annotations
 
 import math
+import re
 import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Annotated, Generic, Literal, TypeVar
@@ -41,15 +42,36 @@ SYMBOL_PATTERN = r"^[A-Z0-9][A-Z0-9.^=-]{0,14}$"
 # yfinance's intervals: 1m 2m 5m 15m 30m 60m 90m 1h 1d 5d 1wk 1mo 3mo.
 INTERVAL_PATTERN = r"^[1-9][0-9]{0,3}(m|h|d|wk|mo)$"
 
-Symbol = Annotated[str, Meta(pattern=SYMBOL_PATTERN)]
-Interval = Annotated[str, Meta(pattern=INTERVAL_PATTERN)]
+# Symbols and intervals are checked against their patterns in __post_init__ through a
+# cache of names already seen valid: the same few thousand names repeat in every message,
+# and a regex match per field was a third of the decoding time.
+Symbol = Annotated[str, Meta(min_length=1, max_length=15)]
+Interval = Annotated[str, Meta(min_length=2, max_length=6)]
+_SYMBOL_RE = re.compile(SYMBOL_PATTERN)
+_INTERVAL_RE = re.compile(INTERVAL_PATTERN)
+_valid_symbols: set[str] = set()
+_valid_intervals: set[str] = set()
+_MAX_CACHED = 200_000  # names; a bound on memory if a feed invents symbols
+
+
+def _check_names(symbol: str, interval: str) -> None:
+    if symbol not in _valid_symbols:
+        if not _SYMBOL_RE.match(symbol):
+            raise ValueError(f"symbol {symbol!r} does not match {SYMBOL_PATTERN}")
+        if len(_valid_symbols) >= _MAX_CACHED:
+            _valid_symbols.clear()
+        _valid_symbols.add(symbol)
+    if interval not in _valid_intervals:
+        if not _INTERVAL_RE.match(interval):
+            raise ValueError(f"interval {interval!r} does not match {INTERVAL_PATTERN}")
+        _valid_intervals.add(interval)
 Price = Annotated[float, Meta(gt=0)]
 Source = Literal["yfinance", "synthetic", "replay"]
 
 
-def _check_utc(ts: datetime) -> None:
-    if ts.tzinfo is None:
-        raise ValueError("ts has no UTC offset (RFC 3339 needs one)")
+# RFC 3339 needs an offset: a naive time is rejected while decoding (checked in C).
+Timestamp = Annotated[datetime, Meta(tz=True)]
+_INF = math.inf
 
 
 class Bar(msgspec.Struct, frozen=True, kw_only=True):
@@ -57,7 +79,7 @@ class Bar(msgspec.Struct, frozen=True, kw_only=True):
 
     v: Literal[1] = 1
     symbol: Symbol
-    ts: datetime
+    ts: Timestamp
     interval: Interval
     open: Price
     high: Price
@@ -67,14 +89,16 @@ class Bar(msgspec.Struct, frozen=True, kw_only=True):
     source: Source
 
     def __post_init__(self) -> None:
-        # gt=0 lets +inf through (JSON 1e999 decodes to inf); NaN cannot be written in JSON.
-        if not math.isfinite(self.open + self.high + self.low + self.close):
-            raise ValueError("prices must be finite")
-        if self.low > min(self.open, self.close):
-            raise ValueError(f"low {self.low} is above min(open, close)")
-        if max(self.open, self.close) > self.high:
-            raise ValueError(f"high {self.high} is below max(open, close)")
-        _check_utc(self.ts)
+        # One chained comparison on the hot path (decoding runs it for every bar). Prices
+        # are > 0 already, so high < inf makes all four finite; JSON cannot spell NaN.
+        _check_names(self.symbol, self.interval)
+        o, h, lo, c = self.open, self.high, self.low, self.close
+        if not (lo <= o <= h and lo <= c <= h and h < _INF):
+            if h == _INF:
+                raise ValueError("prices must be finite")
+            if lo > min(o, c):
+                raise ValueError(f"low {lo} is above min(open, close)")
+            raise ValueError(f"high {h} is below max(open, close)")
 
 
 OptFloat = float | None
@@ -102,7 +126,7 @@ class Indicators(msgspec.Struct, frozen=True, kw_only=True):
     v: Literal[1] = 1
     symbol: Symbol
     interval: Interval
-    ts: datetime
+    ts: Timestamp
     close: Price
     rsi: OptFloat = None
     sma_short: OptFloat = None
@@ -118,7 +142,7 @@ class Indicators(msgspec.Struct, frozen=True, kw_only=True):
     volatility: OptFloat = None
 
     def __post_init__(self) -> None:
-        _check_utc(self.ts)
+        _check_names(self.symbol, self.interval)
 
 
 class Alert(msgspec.Struct, frozen=True, kw_only=True):
@@ -128,20 +152,20 @@ class Alert(msgspec.Struct, frozen=True, kw_only=True):
     id: str
     symbol: Symbol
     interval: Interval
-    ts: datetime
+    ts: Timestamp
     rule: Annotated[str, Meta(min_length=1, max_length=64)]
     value: float
     threshold: float
     message: str
 
     def __post_init__(self) -> None:
-        _check_utc(self.ts)
+        _check_names(self.symbol, self.interval)
 
 
 class ForecastPoint(msgspec.Struct, frozen=True, kw_only=True):
     """One forecast step: the bar start it predicts, the point forecast and its interval."""
 
-    ts: datetime
+    ts: Timestamp
     yhat: float
     lo: float | None = None
     hi: float | None = None
@@ -153,12 +177,12 @@ class Forecast(msgspec.Struct, frozen=True, kw_only=True):
     v: Literal[1] = 1
     symbol: Symbol
     interval: Interval
-    made_at: datetime
+    made_at: Timestamp
     model: Annotated[str, Meta(min_length=1, max_length=64)]
     points: list[ForecastPoint]
 
     def __post_init__(self) -> None:
-        _check_utc(self.made_at)
+        _check_names(self.symbol, self.interval)
 
 
 _ALERT_NAMESPACE = uuid.UUID("6f1c1c52-3b53-4a4e-9a57-6a0e3c2b7d10")
@@ -202,7 +226,7 @@ class Codec(Generic[M]):
             text = str(exc)
             if "missing required field" in text:
                 reason = "missing_field"
-            elif text.startswith(("prices must", "low ", "high ", "ts has")):
+            elif text.startswith(("prices must", "low ", "high ")):
                 reason = "inconsistent"
             else:
                 reason = "invalid_field"

@@ -8,6 +8,10 @@ Delivery is at-least-once with idempotent writes, so exactly-once in the tables:
 4. wait for the dead-letter messages' acknowledgement;
 5. commit the batch's offsets.
 
+Steps 3-4 of batch k run on a writer thread while the main thread polls and decodes batch
+k+1 (psycopg2 releases the GIL while PostgreSQL works), so Python and the database work at
+the same time; offsets are still committed in batch order, each after its own write.
+
 A crash anywhere before 5 re-reads the batch, and re-writing it changes nothing. While
 PostgreSQL is down the batch stays in hand: partitions are paused (the consumer keeps its
 group membership), the write is retried with backoff, ``/readyz`` says 503, and nothing is
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Sequence
 
 from stockpipe.common.db import Database
@@ -49,6 +54,13 @@ class Batch:
 
     def row_count(self) -> int:
         return sum(map(len, self.rows.values()))
+
+    def absorb(self, later: "Batch") -> None:
+        """Append a later batch: its rows win over this one's on equal keys."""
+        self.messages.extend(later.messages)
+        self.rejected.extend(later.rejected)
+        for kind, rows in later.rows.items():
+            self.rows.setdefault(kind, {}).update(rows)
 
 
 def decode_batch(messages: Sequence[Message], sinks_by_topic: dict[str, Sink], batch: Batch | None = None) -> Batch:
@@ -85,7 +97,9 @@ class Ingestor:
             settings, settings.ingestor_group_id, list(self.sinks),
             on_assign=self._on_assign, on_revoke=self._on_revoke,
         )
-        self._held: Batch | None = None
+        self._held: Batch | None = None  # a batch whose write failed: retried in place
+        self._inflight: tuple[Batch, Future] | None = None  # a batch being written by the writer thread
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="writer")
 
     # -- rebalances: keep paused partitions paused; drop revoked ones from a held batch
     def _on_assign(self, partitions: list[TopicPartition]) -> None:
@@ -93,6 +107,9 @@ class Ingestor:
             self.consumer.pause(partitions)
 
     def _on_revoke(self, partitions: list[TopicPartition]) -> None:
+        # Settle the write in flight first: committed now, its rows are not written again
+        # by the partitions' next owner (that would be harmless, just wasted work).
+        self._settle_inflight(retry=False)  # no retrying inside a rebalance callback
         if self._held is None:
             return
         gone = {(tp.topic, tp.partition) for tp in partitions}
@@ -105,23 +122,51 @@ class Ingestor:
 
     # -- the loop
     def run(self) -> None:
-        """Process batches until shutdown; the batch in hand is finished first."""
+        """Process batches until shutdown; the batches in hand are finished first."""
         s = self.settings
-        while not self.shutdown.requested:
-            self.health.beat()
-            try:
-                messages = self.consumer.poll_batch(s.ingestor_batch_size, s.ingestor_batch_timeout)
-            except TransientError as exc:
-                ERRORS.labels("kafka").inc()
-                logger.warning("Kafka: %s", exc)
-                self.shutdown.wait(1.0)
-                continue
-            if not messages:
-                continue
-            start = time.perf_counter()
-            self._held = decode_batch(messages, self.sinks)
-            _DECODE_SECONDS.observe(time.perf_counter() - start)
-            self._store_held()
+        try:
+            while not self.shutdown.requested:
+                self.health.beat()
+                if self._held is not None:  # a failed write (e.g. kept through a rebalance)
+                    self._store_held()
+                    continue
+                try:
+                    messages = self.consumer.poll_batch(s.ingestor_batch_size, s.ingestor_batch_timeout)
+                except TransientError as exc:
+                    ERRORS.labels("kafka").inc()
+                    logger.warning("Kafka: %s", exc)
+                    self.shutdown.wait(1.0)
+                    continue
+                if not messages:
+                    self._settle_inflight()  # idle: commit what is written without waiting for more
+                    continue
+                start = time.perf_counter()
+                batch = decode_batch(messages, self.sinks)
+                _DECODE_SECONDS.observe(time.perf_counter() - start)
+                self._settle_inflight()
+                if self._held is not None:  # the previous write failed: this batch queues behind it
+                    self._held.absorb(batch)
+                    self._store_held()
+                else:
+                    self._inflight = (batch, self._writer.submit(self._write, batch))
+        finally:
+            self._settle_inflight()
+
+    def _settle_inflight(self, retry: bool = True) -> None:
+        """Wait for the write in flight; commit its offsets, or hold it (and retry) if it failed."""
+        if self._inflight is None:
+            return
+        batch, future = self._inflight
+        self._inflight = None
+        try:
+            future.result()
+        except TransientError as exc:
+            logger.warning("write failed: %s", exc)
+            self._held = batch
+            if retry:
+                self._store_held()
+            return
+        self.consumer.commit(batch.messages)
 
     def _store_held(self) -> None:
         """Make the held batch durable, waiting out outages; then commit its offsets."""
@@ -147,7 +192,8 @@ class Ingestor:
         with self.db.transaction() as cur:
             for kind, rows in batch.rows.items():
                 if rows:
-                    SINKS[kind].writer.write(cur, "".join(rows.values()))
+                    sink = SINKS[kind]
+                    sink.writer.write(cur, sink.copy_text(rows))
         self.publisher.flush()
         batch.rejected.clear()  # delivered: a retry must not send them twice
         _WRITE_SECONDS.observe(time.perf_counter() - start)
@@ -181,6 +227,7 @@ class Ingestor:
             self._held = None
 
     def close(self) -> None:
+        self._writer.shutdown(wait=True)
         self.consumer.close()
         self.publisher.close()
         self.db.close()

@@ -1,0 +1,145 @@
+"""Ingestor throughput from Kafka into PostgreSQL, next to a plain COPY of the same rows.
+
+    make bench            # or: .venv/bin/python bench/ingest.py [--bars 1000000]
+
+1. starts Kafka and PostgreSQL with deploy/local/infra.sh (state in .local/bench);
+2. publishes N synthetic bars (500 symbols) to ``raw`` with the real producer;
+3. starts the real ingestor and samples the rows it has stored over time: the sustained
+   rate is measured from 5 % to 100 % of the rows (start-up and group join excluded);
+4. the reference, in the same run and database: the same rows as one prebuilt COPY text
+   buffer into an empty table of the same definition (primary key included), committed
+   with fsync on: the physical ceiling of getting these rows into PostgreSQL.
+
+Writes bench/results/ingest.json and bench/results/ingest.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import psycopg2
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests" / "integration"))
+
+from harness import Stack, infra, wait_for  # noqa: E402
+
+from stockpipe.common.messages import Bar, Codec  # noqa: E402
+
+RESULTS = REPO / "bench" / "results"
+
+
+def inserted(stack: Stack) -> int:
+    # Cumulative inserts from the statistics collector: cheap, unlike count(*) on a big table.
+    return stack.scalar("SELECT coalesce(n_tup_ins, 0) FROM pg_stat_user_tables WHERE relname = 'price_bars'")
+
+
+def copy_reference(stack: Stack, lines: bytes, repeats: int) -> list[float]:
+    """Seconds for COPY of the prebuilt buffer into a fresh keyed table, committed."""
+    times = []
+    for i in range(repeats):
+        conn = psycopg2.connect(stack.dsn)
+        with conn.cursor() as cur:
+            cur.execute(f"CREATE TABLE copy_ref_{i} (LIKE price_bars INCLUDING ALL)")
+        conn.commit()
+        start = time.perf_counter()
+        with conn.cursor() as cur:
+            cur.copy_expert(f"COPY copy_ref_{i} FROM STDIN", io.BytesIO(lines), size=1 << 20)
+        conn.commit()
+        times.append(time.perf_counter() - start)
+        with conn.cursor() as cur:
+            cur.execute(f"DROP TABLE copy_ref_{i}")
+        conn.commit()
+        conn.close()
+    return times
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bars", type=int, default=1_000_000)
+    parser.add_argument("--symbols", type=int, default=500)
+    args = parser.parse_args()
+    n = args.bars
+
+    state = REPO / ".local" / "bench"
+    env = infra("up", state)
+    workdir = state / "work"
+    workdir.mkdir(parents=True, exist_ok=True)
+    stack = Stack(env, workdir).create()
+    try:
+        t0 = time.perf_counter()
+        stack.run_module("stockpipe.producer", timeout=900, PRODUCER_SOURCE="synthetic", SYNTHETIC_RATE="0",
+                         SYNTHETIC_START="2000-01-03T00:00:00Z", SYNTHETIC_SYMBOLS=str(args.symbols),
+                         MAX_MESSAGES=str(n), COMPANIES="false", RESUME_SCAN="0")
+        produce_s = time.perf_counter() - t0
+        print(f"published {n} bars in {produce_s:.1f}s ({n / produce_s:,.0f}/s, producer process incl. start-up)")
+
+        ingestor = stack.start("ingestor")
+        samples: list[tuple[float, int]] = []
+
+        def done() -> bool:
+            samples.append((time.perf_counter(), inserted(stack)))
+            return samples[-1][1] >= n
+
+        wait_for(done, 900, interval=0.25, what=f"{n} rows")
+        assert ingestor.terminate() == 0
+        assert stack.scalar("SELECT count(*) FROM price_bars") == n
+        lo = next(s for s in samples if s[1] >= 0.05 * n)
+        hi = next(s for s in samples if s[1] >= n)
+        ingest_rate = (hi[1] - lo[1]) / (hi[0] - lo[0])
+        print(f"ingestor: {ingest_rate:,.0f} rows/s sustained")
+
+        # The same rows, formatted exactly as they are stored, outside the timed part.
+        codec = Codec(Bar)
+        buf = io.StringIO()
+        for msg in stack.consume_all("raw", timeout=120):
+            b = codec.decode(msg.value())
+            buf.write(f"{b.symbol}\t{b.interval}\t{b.ts.isoformat()}\t{b.open!r}\t{b.high!r}\t{b.low!r}"
+                      f"\t{b.close!r}\t{b.volume}\t{b.source}\n")
+        lines = buf.getvalue().encode()
+        copy_times = copy_reference(stack, lines, repeats=3)
+        copy_rate = n / sorted(copy_times)[1]
+        print(f"COPY reference: {copy_rate:,.0f} rows/s (median of 3)")
+    finally:
+        stack.destroy()
+
+    ratio = ingest_rate / copy_rate
+    result = {
+        "benchmark": "ingest",
+        "command": "make bench  (.venv/bin/python bench/ingest.py --bars %d --symbols %d)" % (n, args.symbols),
+        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "bars": n,
+        "symbols": args.symbols,
+        "ingestor_rows_per_s": round(ingest_rate),
+        "copy_rows_per_s": round(copy_rate),
+        "copy_seconds": [round(t, 3) for t in copy_times],
+        "ratio_to_copy": round(ratio, 3),
+        "target_ratio": 0.5,
+        "producer_bars_per_s": round(n / produce_s),
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "ingest.json").write_text(json.dumps(result, indent=2) + "\n")
+    table = (
+        "| what | rows/s | vs COPY |\n|---|---:|---:|\n"
+        f"| stockpipe ingestor, Kafka `raw` → `price_bars` (sustained) | {ingest_rate:,.0f} | {ratio:.0%} |\n"
+        f"| PostgreSQL `COPY` of the same rows, prebuilt buffer (reference) | {copy_rate:,.0f} | 100% |\n"
+    )
+    (RESULTS / "ingest.md").write_text(
+        f"Ingest benchmark, {n:,} bars of {args.symbols} symbols, {result['when']}, "
+        f"`{result['command']}`\n\n{table}")
+    print(table)
+    print("target: ingestor >= 50% of COPY:", "met" if ratio >= 0.5 else "NOT met")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
