@@ -15,7 +15,11 @@ export MKL_NUM_THREADS := 1
 PYPROJECTS := $(wildcard libs/*/pyproject.toml services/*/pyproject.toml)
 # Loads .local/env (written by infra-up) into a recipe's shell.
 WITH_ENV := set -a; source $(LOCAL_DIR)/env; set +a;
-SERVICES := producer ingestor
+SERVICES := producer ingestor analytics
+# Each service's /metrics /healthz /readyz port under `make run` (one machine, one port each).
+PORT_producer := 8001
+PORT_ingestor := 8002
+PORT_analytics := 8003
 
 .PHONY: help deps system-deps infra-up infra-down infra-status topics db-migrate run test test-unit bench clean
 
@@ -49,8 +53,9 @@ db-migrate: infra-up ## apply the database migrations in db/ (idempotent)
 	@$(WITH_ENV) $(PY) -m stockpipe.common.migrate
 
 run: topics db-migrate ## run the whole pipeline locally, logs prefixed; Ctrl-C stops it
+	@echo "metrics/health: $(foreach s,$(SERVICES),$(s) http://127.0.0.1:$(PORT_$(s))/metrics ) "
 	@$(PY) deploy/local/run_services.py --env-file $(LOCAL_DIR)/env \
-		$(foreach s,$(SERVICES),$(s)='$(PY) -m stockpipe.$(s)')
+		$(foreach s,$(SERVICES),$(s)='HTTP_HOST=127.0.0.1 HTTP_PORT=$(PORT_$(s)) $(PY) -m stockpipe.$(s)')
 
 test: deps ## unit and integration tests (starts its own Kafka and PostgreSQL under .local/test)
 	$(PY) -m pytest
@@ -61,5 +66,7 @@ test-unit: deps ## unit tests only (no Kafka, no PostgreSQL)
 bench: deps ## benchmarks; figures in bench/results/
 	$(PY) bench/ingest.py
 
-clean: infra-down ## stop local infrastructure and delete .venv and .local
+clean: ## stop local infrastructure (make run's, the tests', the benchmarks') and delete .venv and .local
+	@for d in $(LOCAL_DIR) $(LOCAL_DIR)/test $(LOCAL_DIR)/bench; do \
+		[ -d $$d ] && STOCKPIPE_LOCAL_DIR=$$d deploy/local/infra.sh down || true; done
 	rm -rf $(VENV) $(LOCAL_DIR)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections import Counter as _Tally
 from collections.abc import Callable, Iterable, Sequence
@@ -32,7 +33,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from stockpipe.common.errors import InvalidMessage, TransientError
+from stockpipe.common.errors import InvalidMessage, StockpipeError, TransientError
 from stockpipe.common.metrics import CONSUMER_LAG, DLQ_MESSAGES, ERRORS, MESSAGES_CONSUMED, MESSAGES_PRODUCED
 from stockpipe.common.settings import TOPIC_KINDS, CommonSettings
 
@@ -101,6 +102,33 @@ class Publisher:
                 f"{remaining} messages not acknowledged after {timeout}s, {len(failed)} failed"
                 + (f" (first: {failed[0]})" if failed else "")
             )
+
+    def flush_patiently(self, stop: threading.Event, beat: Callable[[], None] = lambda: None) -> bool:
+        """Wait until every queued message is acknowledged, however long Kafka is away.
+
+        For a publisher made with ``message.timeout.ms=0`` (retry forever), which cannot
+        lose a message to a timeout: an outage is waited out, beating liveness. Returns
+        False if ``stop`` was set first (the caller then exits without committing its input).
+        A permanent delivery failure (unknown topic, oversized message) is a bug and raises.
+        """
+        waited = False
+        while True:
+            remaining = self._producer.flush(1.0)
+            self._drain_acks()
+            if self._failed:
+                failed, self._failed = self._failed, []
+                raise StockpipeError(f"{len(failed)} messages rejected by Kafka (first: {failed[0]})")
+            if remaining == 0:
+                if waited:
+                    logger.info("Kafka acknowledged everything again")
+                return True
+            if not waited:
+                ERRORS.labels("kafka_delivery").inc()
+                logger.warning("Kafka has not acknowledged %d messages yet: waiting", remaining)
+                waited = True
+            beat()
+            if stop.is_set():
+                return False
 
     def _drain_acks(self) -> None:
         if self._acked:
