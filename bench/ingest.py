@@ -42,6 +42,30 @@ def inserted(stack: Stack) -> int:
     return stack.scalar("SELECT coalesce(n_tup_ins, 0) FROM pg_stat_user_tables WHERE relname = 'price_bars'")
 
 
+def cpu_seconds(match: str) -> float:
+    """user+system CPU seconds of every process whose command line contains ``match``."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            if match not in cmd:
+                continue
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+    return total
+
+
+def machine_cpu_seconds() -> float:
+    """Busy CPU seconds of the whole machine (all cores) from /proc/stat."""
+    user, nice, system, idle, iowait, irq, softirq, steal = map(int, Path("/proc/stat").read_text().split()[1:9])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 def copy_reference(stack: Stack, lines: bytes, repeats: int) -> list[float]:
     """Seconds for COPY of the prebuilt buffer into a fresh keyed table, committed."""
     times = []
@@ -66,6 +90,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bars", type=int, default=1_000_000)
     parser.add_argument("--symbols", type=int, default=500)
+    parser.add_argument("--batch-size", type=int, default=20_000)
     args = parser.parse_args()
     n = args.bars
 
@@ -82,7 +107,10 @@ def main() -> int:
         produce_s = time.perf_counter() - t0
         print(f"published {n} bars in {produce_s:.1f}s ({n / produce_s:,.0f}/s, producer process incl. start-up)")
 
-        ingestor = stack.start("ingestor")
+        parties = {"ingestor": "stockpipe.ingestor", "kafka": "kafka.Kafka"}
+        cpu_before = {k: cpu_seconds(m) for k, m in parties.items()}
+        machine_before = machine_cpu_seconds()
+        ingestor = stack.start("ingestor", INGESTOR_BATCH_SIZE=str(args.batch_size))
         samples: list[tuple[float, int]] = []
 
         def done() -> bool:
@@ -90,6 +118,11 @@ def main() -> int:
             return samples[-1][1] >= n
 
         wait_for(done, 900, interval=0.25, what=f"{n} rows")
+        cpu_us_per_row = {k: round((cpu_seconds(m) - cpu_before[k]) / n * 1e6, 2) for k, m in parties.items()}
+        cpu_us_per_row["machine"] = round((machine_cpu_seconds() - machine_before) / n * 1e6, 2)
+        # What is neither the ingestor nor Kafka: PostgreSQL, mostly (and this script's polling).
+        cpu_us_per_row["rest"] = round(cpu_us_per_row["machine"] - cpu_us_per_row["ingestor"] - cpu_us_per_row["kafka"], 2)
+        print("CPU per row (µs):", cpu_us_per_row)
         assert ingestor.terminate() == 0
         assert stack.scalar("SELECT count(*) FROM price_bars") == n
         lo = next(s for s in samples if s[1] >= 0.05 * n)
@@ -114,7 +147,8 @@ def main() -> int:
     ratio = ingest_rate / copy_rate
     result = {
         "benchmark": "ingest",
-        "command": "make bench  (.venv/bin/python bench/ingest.py --bars %d --symbols %d)" % (n, args.symbols),
+        "command": "make bench  (.venv/bin/python bench/ingest.py --bars %d --symbols %d --batch-size %d)" % (
+            n, args.symbols, args.batch_size),
         "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "bars": n,
@@ -125,6 +159,8 @@ def main() -> int:
         "ratio_to_copy": round(ratio, 3),
         "target_ratio": 0.5,
         "producer_bars_per_s": round(n / produce_s),
+        "ingest_cpu_us_per_row": cpu_us_per_row,
+        "ingestor_batch_size": args.batch_size,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "ingest.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -16,12 +16,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 sys.path.insert(0, str(Path(__file__).parent / "integration"))
 
 from harness import REPO, InfraError, Stack, infra  # noqa: E402
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+# CI runs the same examples every time: a red build is reproducible, never a coin toss.
+# Locally hypothesis explores new examples on each run (and remembers failures in .hypothesis/).
+hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
+if IN_CI:
+    hypothesis_settings.load_profile("ci")
 TEST_STATE = Path(os.environ.get("STOCKPIPE_TEST_LOCAL_DIR", REPO / ".local" / "test"))
 
 

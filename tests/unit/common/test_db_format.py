@@ -43,6 +43,9 @@ def test_plain_copy_text_matches_the_general_formatter() -> None:
                [float(x) if x[0].isdigit() else x for x in s_fields[3:]]
         assert f_fields[:2] == s_fields[:2]
     assert copy_text([]) == b""
+    versioned = [(1, *r) for r in rows]
+    assert copy_text(versioned, plain=True, versioned=True) == copy_text(rows, plain=True)
+    assert copy_text(versioned, versioned=True) == copy_text(rows)
 
 
 class _Msg:

@@ -36,19 +36,22 @@ def bar(close: float = 10.5, ts: datetime = TS) -> bytes:
 SINKS_BY_TOPIC = {kind: SINKS[kind] for kind in SINKS}
 
 
+def fmt(kind: str, batch) -> bytes:
+    return SINKS[kind].writer.format(batch.rows[kind])
+
+
 def test_bar_row_is_copy_text_in_column_order() -> None:
     batch = decode_batch([Msg("raw", bar())], SINKS_BY_TOPIC)
-    assert SINKS["raw"].copy_text(batch.rows["raw"]) == (
-        b"AAPL\t1m\t2024-01-02T14:30:00Z\t10.0\t11.0\t9.0\t10.5\t100\tsynthetic\n")
-    assert SINKS["raw"].writer.columns == ("symbol", "interval", "ts", "open", "high", "low", "close", "volume", "source")
+    assert fmt("raw", batch) == b"AAPL\t2024-01-02T14:30:00Z\t1m\t10.0\t11.0\t9.0\t10.5\t100\tsynthetic\n"
+    assert SINKS["raw"].writer.columns == ("symbol", "ts", "interval", "open", "high", "low", "close", "volume", "source")
 
 
 def test_duplicate_keys_in_a_batch_keep_the_last_version() -> None:
     batch = decode_batch([Msg("raw", bar(10.5)), Msg("raw", bar(10.7)), Msg("raw", bar(10.6, TS.replace(minute=31)))],
                          SINKS_BY_TOPIC)
-    rows = list(batch.rows["raw"].values())
-    assert len(rows) == 2 and rows[0][6] == 10.7
-    assert len(batch.messages) == 3
+    assert len(batch.rows["raw"]) == 3 and len(batch.messages) == 3
+    unique = SINKS["raw"].writer.unique(batch.rows["raw"])
+    assert [(r[2].minute, r[7]) for r in unique] == [(30, 10.7), (31, 10.6)]
 
 
 def test_invalid_messages_are_rejected_not_raised() -> None:
@@ -66,12 +69,13 @@ def test_indicator_alert_and_forecast_rows() -> None:
         ForecastPoint(ts=TS.replace(minute=31), yhat=1.0, lo=None, hi=2.0),
         ForecastPoint(ts=TS.replace(minute=32), yhat=1.1, lo=0.5, hi=2.1)]))
     batch = decode_batch([Msg("indicators", ind), Msg("alerts", alert), Msg("forecasts", fc)], SINKS_BY_TOPIC)
-    ind_rows = SINKS["indicators"].copy_text(batch.rows["indicators"]).decode().rstrip("\n").split("\t")
-    assert ind_rows[3:6] == ["1.5", "55.0", "\\N"]
-    assert len(ind_rows) == len(SINKS["indicators"].writer.columns)
-    alert_row = SINKS["alerts"].copy_text(batch.rows["alerts"]).decode()
+    ind_row = fmt("indicators", batch).decode().rstrip("\n").split("\t")
+    columns = SINKS["indicators"].writer.columns
+    assert dict(zip(columns, ind_row))["rsi"] == "55.0" and dict(zip(columns, ind_row))["sma_short"] == "\\N"
+    assert len(ind_row) == len(columns) and columns[:4] == ("symbol", "interval", "ts", "close")
+    alert_row = fmt("alerts", batch).decode()
     assert alert_row.startswith(aid) and "tab\\there" in alert_row
-    fc_rows = SINKS["forecasts"].copy_text(batch.rows["forecasts"]).decode().splitlines()
+    fc_rows = fmt("forecasts", batch).decode().splitlines()
     assert [r.split("\t")[3:] for r in fc_rows] == [
         ["arima(1,1,1)", "2024-01-02T14:31:00+00:00", "1.0", "\\N", "2.0"],
         ["arima(1,1,1)", "2024-01-02T14:32:00+00:00", "1.1", "0.5", "2.1"]]

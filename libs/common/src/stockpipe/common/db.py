@@ -160,34 +160,51 @@ _JSON = msgspec.json.Encoder()
 _COMMA_TO_TAB = bytes.maketrans(b",", b"\t")
 
 
-def copy_text(rows: Sequence[Sequence[Any]], *, plain: bool = False) -> bytes:
+def copy_text(rows: Sequence[Sequence[Any]], *, plain: bool = False, versioned: bool = False) -> bytes:
     """Rows in COPY's text format.
 
     ``plain=True`` is the fast path for rows whose strings can hold none of ``,"[]\\``,
     tab or newline, nor the word ``null`` (validated symbols, intervals, sources): the batch
     is encoded as one JSON array by msgspec's C encoder (shortest round-trip floats, RFC 3339
-    times) and turned into COPY text with three C-level byte operations, about 4x faster
-    than formatting each row in Python. Any other rows take :func:`copy_line`.
+    times) and turned into COPY text with a few C-level byte operations, about 4x faster
+    than formatting each row in Python. ``versioned=True``: each row starts with a message's
+    schema version ``v`` = 1 (``msgspec.structs.astuple`` of a v1 message), which is dropped.
+    Any other rows take :func:`copy_line`.
     """
     if not rows:
         return b""
     if not plain:
-        return "".join(map(copy_line, rows)).encode()
-    data = _JSON.encode(rows)  # [[a,"b",null],[...]]
-    return data[2:-2].replace(b"],[", b"\n").translate(_COMMA_TO_TAB, b'"').replace(b"null", b"\\N") + b"\n"
+        return "".join(copy_line(r[1:] if versioned else r) for r in rows).encode()
+    data = _JSON.encode(rows)[2:-2]  # [[a,"b",null],[...]] -> a,"b",null],[...
+    if versioned:
+        if not data.startswith(b"1,"):
+            raise ValueError("versioned rows must start with v = 1")
+        data = data[2:].replace(b"],[1,", b"\n")
+    else:
+        data = data.replace(b"],[", b"\n")
+    return data.translate(_COMMA_TO_TAB, b'"').replace(b"null", b"\\N") + b"\n"
 
 
 class TableWriter:
-    """Idempotent batch writes of rows into one table with a primary or unique key."""
+    """Idempotent batch writes of rows into one table with a primary or unique key.
+
+    Rows are tuples in ``columns`` order (with a leading schema version when
+    ``versioned``); see :func:`copy_text` for ``plain``.
+    """
 
     # After a conflicting batch, this many batches go straight to the upsert path before a
     # direct COPY is tried again: long replays conflict on every batch.
     _UPSERT_STREAK = 100
 
-    def __init__(self, table: str, columns: Sequence[str], key: Sequence[str]) -> None:
+    def __init__(self, table: str, columns: Sequence[str], key: Sequence[str], *,
+                 plain: bool = False, versioned: bool = False) -> None:
         self.table = table
         self.columns = tuple(columns)
         self.key = tuple(key)
+        self.plain = plain
+        self.versioned = versioned
+        offset = 1 if versioned else 0
+        self._key_at = [self.columns.index(k) + offset for k in self.key]
         q = {c: f'"{c}"' for c in self.columns}  # "interval" is an SQL keyword
         cols = ", ".join(q.values())
         updates = [q[c] for c in self.columns if c not in self.key]
@@ -210,32 +227,39 @@ class TableWriter:
         )
         self._upsert_batches_left = 0
 
-    def write(self, cur: psycopg2.extensions.cursor, lines: str | bytes) -> None:
-        """Write rows given as COPY text (one line per row, unique keys within the batch).
+    def format(self, rows: Sequence[Sequence[Any]]) -> bytes:
+        return copy_text(rows, plain=self.plain, versioned=self.versioned)
 
+    def unique(self, rows: Sequence[Sequence[Any]]) -> list[Sequence[Any]]:
+        """One row per key, the last one winning (rows are in arrival order)."""
+        at = self._key_at
+        return list({tuple(r[i] for i in at): r for r in rows}.values())
+
+    def write(self, cur: psycopg2.extensions.cursor, rows: Sequence[Sequence[Any]], text: bytes | None = None) -> None:
+        """Write ``rows`` idempotently; a key repeated within ``rows`` keeps its last row.
+
+        ``text``: the rows already formatted by :meth:`format` (done ahead, off this thread).
         Call it at most once per table per transaction: the staging table empties on commit.
         """
-        if not lines:
+        if not rows:
             return
         if self._upsert_batches_left == 0:
             cur.execute("SAVEPOINT stockpipe_copy")
             try:
-                cur.copy_expert(self._copy_direct, io.BytesIO(_b(lines)), size=_COPY_CHUNK)
+                data = text if text is not None else self.format(rows)
+                cur.copy_expert(self._copy_direct, io.BytesIO(data), size=_COPY_CHUNK)
                 cur.execute("RELEASE SAVEPOINT stockpipe_copy")
                 return
             except psycopg2.errors.UniqueViolation:
+                # Rows already stored (a replay) or a key twice in this batch: upsert instead.
                 cur.execute("ROLLBACK TO SAVEPOINT stockpipe_copy")
                 self._upsert_batches_left = self._UPSERT_STREAK
                 logger.debug("%s: batch overlaps stored rows, upserting", self.table)
         else:
             self._upsert_batches_left -= 1
         cur.execute(self._create_stage)
-        cur.copy_expert(self._copy_stage, io.BytesIO(_b(lines)), size=_COPY_CHUNK)
+        cur.copy_expert(self._copy_stage, io.BytesIO(self.format(self.unique(rows))), size=_COPY_CHUNK)
         cur.execute(self._merge)
 
 
 _COPY_CHUNK = 1 << 20  # bytes per COPY round trip; psycopg2's 8 KiB default costs many calls
-
-
-def _b(lines: str | bytes) -> bytes:
-    return lines.encode() if isinstance(lines, str) else lines

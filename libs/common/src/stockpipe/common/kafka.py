@@ -168,6 +168,7 @@ class BatchConsumer:
             "partition.assignment.strategy": "cooperative-sticky",
             "statistics.interval.ms": 5000,  # consumer lag per partition, for the metric
             "stats_cb": self._on_stats,
+            "on_commit": self._on_commit,
             # Fetch in large chunks: fewer wake-ups per message at high rates.
             "fetch.min.bytes": 1,
             "fetch.wait.max.ms": 100,
@@ -201,6 +202,11 @@ class BatchConsumer:
     def _lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         logger.warning("partitions lost (session timed out): %s", _fmt(partitions))
         self._revoked(consumer, partitions)
+
+    def _on_commit(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        if err is not None and err.code() != KafkaError._NO_OFFSET:
+            ERRORS.labels("kafka_commit").inc()
+            logger.warning("offset commit failed (the next one supersedes it): %s", err.str())
 
     def _on_stats(self, stats_json: str) -> None:
         try:
@@ -238,13 +244,17 @@ class BatchConsumer:
             MESSAGES_CONSUMED.labels(topic).inc(n)
         return good
 
-    def commit(self, messages: Iterable[Message]) -> None:
-        """Commit the offsets after ``messages`` (call once their output is durable)."""
+    def commit(self, messages: Iterable[Message], asynchronous: bool = False) -> None:
+        """Commit the offsets after ``messages`` (call once their output is durable).
+
+        ``asynchronous=True`` sends the commit without waiting for the broker's answer
+        (a failure is logged by ``on_commit``; the next commit supersedes it).
+        """
         offsets = next_offsets(messages)
         if not offsets:
             return
         try:
-            self._consumer.commit(offsets=offsets, asynchronous=False)
+            self._consumer.commit(offsets=offsets, asynchronous=asynchronous)
         except KafkaException as exc:
             err = exc.args[0] if exc.args else None
             code = err.code() if isinstance(err, KafkaError) else None

@@ -23,7 +23,7 @@ from stockpipe.common.settings import CommonSettings, load
 
 __all__ = ["migrate", "default_migrations_dir"]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("stockpipe.common.migrate")  # not __main__ under python -m
 
 # Any fixed 64-bit number: it names "stockpipe migrations" among advisory locks.
 _LOCK_ID = 0x5370_6970_654D_6967

@@ -17,6 +17,7 @@ Tests build settings objects directly: ``IngestorSettings(batch_size=10)``.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import re
 import typing
@@ -244,6 +245,8 @@ class CommonSettings:
             "bootstrap.servers": self.kafka_bootstrap_servers,
             "client.id": self.service_name,
             "security.protocol": self.kafka_security_protocol,
+            # librdkafka's own lines through Python logging: same format, same masking.
+            "logger": logging.getLogger("librdkafka"),
         }
         if self.kafka_sasl_mechanism:
             conf["sasl.mechanism"] = self.kafka_sasl_mechanism

@@ -17,7 +17,7 @@ from stockpipe.common.settings import CommonSettings, load, setting
 
 __all__ = ["TopicSettings", "main"]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("stockpipe.common.topics")  # not __main__ under python -m
 
 
 @dataclass(frozen=True, kw_only=True)

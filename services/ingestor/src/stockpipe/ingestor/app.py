@@ -8,9 +8,10 @@ Delivery is at-least-once with idempotent writes, so exactly-once in the tables:
 4. wait for the dead-letter messages' acknowledgement;
 5. commit the batch's offsets.
 
-Steps 3-4 of batch k run on a writer thread while the main thread polls and decodes batch
-k+1 (psycopg2 releases the GIL while PostgreSQL works), so Python and the database work at
-the same time; offsets are still committed in batch order, each after its own write.
+Steps 3-4 run on a writer thread, up to two batches queued, while the main thread polls,
+decodes and formats the next (psycopg2 releases the GIL while PostgreSQL works), so Python
+and the database work at the same time and PostgreSQL never waits for Python; offsets are
+still committed in batch order, each after its own write.
 
 A crash anywhere before 5 re-reads the batch, and re-writing it changes nothing. While
 PostgreSQL is down the batch stays in hand: partitions are paused (the consumer keeps its
@@ -22,11 +23,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Sequence
 
 from stockpipe.common.db import Database
 from stockpipe.common.errors import InvalidMessage, TransientError
+from stockpipe.common.messages import DECODE_ERRORS
 from stockpipe.common.http import Health
 from stockpipe.common.kafka import BatchConsumer, Message, Publisher, TopicPartition, dead_letter
 from stockpipe.common.lifecycle import Backoff, Shutdown
@@ -45,10 +48,11 @@ _DECODE_SECONDS = PROCESSING_SECONDS.labels("ingest_decode")
 class Batch:
     """What one poll made: rows per sink, and the messages rejected with their reasons."""
 
-    __slots__ = ("rows", "rejected", "messages")
+    __slots__ = ("rows", "texts", "rejected", "messages")
 
     def __init__(self) -> None:
         self.rows: dict[str, Rows] = {}
+        self.texts: dict[str, bytes] = {}  # rows already in COPY text, when formatted ahead
         self.rejected: list[tuple[Message, InvalidMessage]] = []
         self.messages: list[Message] = []
 
@@ -56,32 +60,39 @@ class Batch:
         return sum(map(len, self.rows.values()))
 
     def absorb(self, later: "Batch") -> None:
-        """Append a later batch: its rows win over this one's on equal keys."""
+        """Append a later batch: its rows come after this one's (and win on equal keys)."""
         self.messages.extend(later.messages)
         self.rejected.extend(later.rejected)
+        self.texts = {}  # the rows changed: formatted again when written
         for kind, rows in later.rows.items():
-            self.rows.setdefault(kind, {}).update(rows)
+            self.rows.setdefault(kind, []).extend(rows)
 
 
 def decode_batch(messages: Sequence[Message], sinks_by_topic: dict[str, Sink], batch: Batch | None = None) -> Batch:
     """Decode ``messages`` into ``batch`` (pure: no I/O). Invalid ones become rejections."""
     batch = batch or Batch()
     batch.messages.extend(messages)
-    rows_of = batch.rows
-    for msg in messages:
-        sink = sinks_by_topic[msg.topic()]
-        rows = rows_of.get(sink.kind)
-        if rows is None:
-            rows = rows_of[sink.kind] = {}
+    rejected = batch.rejected
+    topic = None
+    for msg in messages:  # the hot loop: per-topic lookups only when the topic changes
+        if msg.topic() != topic:
+            topic = msg.topic()
+            sink = sinks_by_topic[topic]
+            decode, add, invalid = sink.codec.decoder.decode, sink.add_rows, sink.codec.invalid
+            rows = batch.rows.setdefault(sink.kind, [])
         try:
-            sink.add_rows(sink.codec.decode(msg.value()), rows)
-        except InvalidMessage as exc:
-            batch.rejected.append((msg, exc))
+            add(decode(msg.value()), rows)
+        except DECODE_ERRORS as exc:
+            rejected.append((msg, invalid(exc)))
     return batch
 
 
 class Ingestor:
     """Consumes the persisted topics and writes them into their tables."""
+
+    # Writes queued on the writer thread at once. Two keep PostgreSQL busy without a gap:
+    # while one batch is written, the next is decoded, formatted and waiting.
+    _MAX_INFLIGHT = 2
 
     def __init__(self, settings: IngestorSettings, db: Database, publisher: Publisher,
                  health: Health, shutdown: Shutdown) -> None:
@@ -97,9 +108,9 @@ class Ingestor:
             settings, settings.ingestor_group_id, list(self.sinks),
             on_assign=self._on_assign, on_revoke=self._on_revoke,
         )
-        self._held: Batch | None = None  # a batch whose write failed: retried in place
-        self._inflight: tuple[Batch, Future] | None = None  # a batch being written by the writer thread
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="writer")
+        self._held: Batch | None = None  # what a failed write left: retried in place
+        self._inflight: deque[tuple[Batch, Future]] = deque()  # writes queued, oldest first
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="writer")  # one: writes stay in order
 
     # -- rebalances: keep paused partitions paused; drop revoked ones from a held batch
     def _on_assign(self, partitions: list[TopicPartition]) -> None:
@@ -107,9 +118,9 @@ class Ingestor:
             self.consumer.pause(partitions)
 
     def _on_revoke(self, partitions: list[TopicPartition]) -> None:
-        # Settle the write in flight first: committed now, its rows are not written again
+        # Settle the writes in flight first: committed now, their rows are not written again
         # by the partitions' next owner (that would be harmless, just wasted work).
-        self._settle_inflight(retry=False)  # no retrying inside a rebalance callback
+        self._settle(retry=False)  # no retrying inside a rebalance callback
         if self._held is None:
             return
         gone = {(tp.topic, tp.partition) for tp in partitions}
@@ -138,35 +149,45 @@ class Ingestor:
                     self.shutdown.wait(1.0)
                     continue
                 if not messages:
-                    self._settle_inflight()  # idle: commit what is written without waiting for more
+                    self._settle()  # idle: commit what is written without waiting for more
                     continue
                 start = time.perf_counter()
                 batch = decode_batch(messages, self.sinks)
+                batch.texts = {kind: SINKS[kind].writer.format(rows) for kind, rows in batch.rows.items()}
                 _DECODE_SECONDS.observe(time.perf_counter() - start)
-                self._settle_inflight()
-                if self._held is not None:  # the previous write failed: this batch queues behind it
+                while len(self._inflight) >= self._MAX_INFLIGHT and self._held is None:
+                    self._settle_oldest()
+                if self._held is not None:  # an earlier write failed: this batch queues behind it
                     self._held.absorb(batch)
-                    self._store_held()
-                else:
-                    self._inflight = (batch, self._writer.submit(self._write, batch))
+                    continue
+                self._inflight.append((batch, self._writer.submit(self._write, batch)))
         finally:
-            self._settle_inflight()
+            self._settle(retry=not self.shutdown.requested)
 
-    def _settle_inflight(self, retry: bool = True) -> None:
-        """Wait for the write in flight; commit its offsets, or hold it (and retry) if it failed."""
-        if self._inflight is None:
-            return
-        batch, future = self._inflight
-        self._inflight = None
+    def _settle(self, retry: bool = True) -> None:
+        """Wait for every queued write; commit each one's offsets in order."""
+        while self._inflight:
+            self._settle_oldest(retry)
+
+    def _settle_oldest(self, retry: bool = True) -> None:
+        batch, future = self._inflight.popleft()
         try:
             future.result()
         except TransientError as exc:
+            # Everything queued behind it is held with it, in order, and rewritten together
+            # (a later write that did succeed is rewritten harmlessly: writes are idempotent).
             logger.warning("write failed: %s", exc)
+            for later, later_future in self._inflight:
+                later_future.exception()  # wait: one writer, in order
+                batch.absorb(later)
+            self._inflight.clear()
             self._held = batch
             if retry:
                 self._store_held()
             return
-        self.consumer.commit(batch.messages)
+        # Asynchronous: the offsets are sent now without a round trip per batch; they are
+        # only ever those of durable rows, and a lost commit only means a harmless re-read.
+        self.consumer.commit(batch.messages, asynchronous=True)
 
     def _store_held(self) -> None:
         """Make the held batch durable, waiting out outages; then commit its offsets."""
@@ -191,9 +212,7 @@ class Ingestor:
             dead_letter(self.publisher, self.dlq, msg, error)
         with self.db.transaction() as cur:
             for kind, rows in batch.rows.items():
-                if rows:
-                    sink = SINKS[kind]
-                    sink.writer.write(cur, sink.copy_text(rows))
+                SINKS[kind].writer.write(cur, rows, batch.texts.get(kind))
         self.publisher.flush()
         batch.rejected.clear()  # delivered: a retry must not send them twice
         _WRITE_SECONDS.observe(time.perf_counter() - start)

@@ -1,9 +1,8 @@
 """Topic → table mappings: how each message becomes rows (all SQL of the ingestor is here).
 
-A sink decodes a message into its v1 model and adds its rows to a batch, keyed by the
-table's primary key so that a repeated message within a batch keeps only its last version
-(``ON CONFLICT`` cannot touch one row twice in one statement). Rows are tuples in column
-order, turned into COPY text per batch.
+A sink decodes a message into its v1 model and appends its rows (tuples in column order)
+to the batch. The table writer turns a batch into COPY text; a key repeated within a
+batch keeps its last row.
 """
 
 from __future__ import annotations
@@ -12,12 +11,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from stockpipe.common.db import TableWriter, copy_text
-from stockpipe.common.messages import INDICATOR_FIELDS, Alert, Bar, Codec, Forecast, Indicators
+from msgspec.structs import astuple
+
+from stockpipe.common.db import TableWriter
+from stockpipe.common.messages import Alert, Bar, Codec, Forecast, Indicators
 
 __all__ = ["Sink", "SINKS"]
 
-Rows = dict[Any, tuple]
+Rows = list[tuple]
 
 
 @dataclass(frozen=True)
@@ -27,32 +28,28 @@ class Sink:
     kind: str
     codec: Codec
     writer: TableWriter
-    add_rows: Callable[[Any, Rows], None]  # message model -> rows (tuples in column order) added by key
-    plain: bool  # no free text in the rows: the fast COPY formatting applies (see copy_text)
-
-    def copy_text(self, rows: Rows) -> bytes:
-        return copy_text(list(rows.values()), plain=self.plain)
+    add_rows: Callable[[Any, Rows], None]  # message model -> rows appended (tuples in the writer's order)
 
 
-def _bar_rows(b: Bar, rows: Rows) -> None:
-    rows[(b.symbol, b.interval, b.ts)] = (
-        b.symbol, b.interval, b.ts, b.open, b.high, b.low, b.close, b.volume, b.source)
-
-
-def _indicator_rows(m: Indicators, rows: Rows) -> None:
-    rows[(m.symbol, m.interval, m.ts)] = (
-        m.symbol, m.interval, m.ts, m.close, m.rsi, m.sma_short, m.sma_long, m.ema_short, m.ema_long,
-        m.bb_upper, m.bb_middle, m.bb_lower, m.macd, m.macd_signal, m.macd_hist, m.volatility)
+def _struct_row(m: Any, rows: Rows) -> None:
+    # The message's fields are the table's columns in the same order, after ``v``:
+    # msgspec's C astuple builds the row without a Python frame per field.
+    rows.append(astuple(m))
 
 
 def _alert_rows(a: Alert, rows: Rows) -> None:
-    rows[a.id] = (a.id, a.symbol, a.interval, a.ts, a.rule, a.value, a.threshold, a.message)
+    rows.append((a.id, a.symbol, a.interval, a.ts, a.rule, a.value, a.threshold, a.message))
 
 
 def _forecast_rows(f: Forecast, rows: Rows) -> None:
     for p in f.points:
-        rows[(f.symbol, f.interval, f.made_at, f.model, p.ts)] = (
-            f.symbol, f.interval, f.made_at, f.model, p.ts, p.yhat, p.lo, p.hi)
+        rows.append((f.symbol, f.interval, f.made_at, f.model, p.ts, p.yhat, p.lo, p.hi))
+
+
+def _fields(model: type) -> tuple[str, ...]:
+    names = model.__struct_fields__
+    assert names[0] == "v"
+    return names[1:]
 
 
 _KEY = ("symbol", "interval", "ts")
@@ -60,19 +57,16 @@ _KEY = ("symbol", "interval", "ts")
 SINKS: dict[str, Sink] = {
     s.kind: s
     for s in (
-        Sink("raw", Codec(Bar), TableWriter(
-            "price_bars",
-            ("symbol", "interval", "ts", "open", "high", "low", "close", "volume", "source"),
-            _KEY), _bar_rows, plain=True),
-        Sink("indicators", Codec(Indicators), TableWriter(
-            "indicators", ("symbol", "interval", "ts", "close", *INDICATOR_FIELDS), _KEY), _indicator_rows,
-            plain=True),
+        # Bars and indicators hold no free text: the fast COPY formatting applies.
+        Sink("raw", Codec(Bar), TableWriter("price_bars", _fields(Bar), _KEY, plain=True, versioned=True),
+             _struct_row),
+        Sink("indicators", Codec(Indicators),
+             TableWriter("indicators", _fields(Indicators), _KEY, plain=True, versioned=True), _struct_row),
         Sink("alerts", Codec(Alert), TableWriter(
-            "alerts", ("id", "symbol", "interval", "ts", "rule", "value", "threshold", "message"),
-            ("id",)), _alert_rows, plain=False),  # message is free text
+            "alerts", ("id", "symbol", "interval", "ts", "rule", "value", "threshold", "message"), ("id",)),
+            _alert_rows),
         Sink("forecasts", Codec(Forecast), TableWriter(
             "forecasts", ("symbol", "interval", "made_at", "model", "target_ts", "yhat", "lo", "hi"),
-            ("symbol", "interval", "made_at", "model", "target_ts")), _forecast_rows,
-            plain=False),  # model names hold commas: "arima(1,1,1)"
+            ("symbol", "interval", "made_at", "model", "target_ts")), _forecast_rows),
     )
 }
