@@ -63,8 +63,10 @@ test: deps ## unit and integration tests (starts its own Kafka and PostgreSQL un
 test-unit: deps ## unit tests only (no Kafka, no PostgreSQL)
 	$(PY) -m pytest tests/unit
 
-bench: deps ## benchmarks; figures in bench/results/
+bench: deps ## benchmarks (indicator engine, ingest vs COPY, analytics end to end); figures in bench/results/
+	$(PY) bench/indicators.py
 	$(PY) bench/ingest.py
+	$(PY) bench/analytics.py
 
 clean: ## stop local infrastructure (make run's, the tests', the benchmarks') and delete .venv and .local
 	@for d in $(LOCAL_DIR) $(LOCAL_DIR)/test $(LOCAL_DIR)/bench; do \

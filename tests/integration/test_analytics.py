@@ -90,6 +90,8 @@ def test_indicators_and_alerts_reach_their_tables_and_match_talib(stack: Stack) 
             scale = np.maximum(np.abs(want[ok]), 1e-12 * close[ok])  # absolute floor near zero (MACD, hist)
             assert np.all(np.abs(got[ok] - want[ok]) <= 1e-9 * scale), f"{symbol} {f} differs from TA-Lib"
 
+    # The straight run's messages are exactly the reference the restart tests compare with.
+    assert emitted(stack, "indicators", INDICATORS, ind_key) == expected_ind
     stored_alerts = {str(r[0]): r[1:] for r in stack.query("SELECT id, symbol, rule, value, threshold FROM alerts")}
     assert set(stored_alerts) == set(expected_alerts)
     for aid, a in expected_alerts.items():
