@@ -46,17 +46,20 @@ def producer_env(n: int, rate: float, start: str) -> dict:
                 SYNTHETIC_SYMBOLS="500", MAX_MESSAGES=str(n), COMPANIES="false", RESUME_SCAN="0")
 
 
-def latencies(stack: Stack) -> list[float]:
+def latencies(stack: Stack) -> list[tuple[float, float]]:
+    """(seconds since the first bar was published, latency in seconds) per bar."""
     bars, inds = Codec(Bar), Codec(Indicators)
     sent = {}
     for m in stack.consume_all("raw", timeout=120):
         b = bars.decode(m.value())
         sent[(b.symbol, b.ts)] = m.timestamp()[1]
+    first = min(sent.values())
     out = []
     for m in stack.consume_all("indicators", timeout=120):
         i = inds.decode(m.value())
-        out.append((m.timestamp()[1] - sent[(i.symbol, i.ts)]) / 1000.0)
-    return sorted(out)
+        t = sent[(i.symbol, i.ts)]
+        out.append(((t - first) / 1000.0, (m.timestamp()[1] - t) / 1000.0))
+    return out
 
 
 def pct(sorted_values: list[float], q: float) -> float:
@@ -85,8 +88,14 @@ def main() -> int:
         stack.run_module("stockpipe.producer", timeout=900, **producer_env(n, args.rate, "2000-01-03T00:00:00Z"))
         publish_s = time.perf_counter() - t0
         wait_for(lambda: indicator_count(stack, analytics.port) >= n, 300, interval=0.2, what="all indicators")
-        lat = latencies(stack)
-        assert len(lat) == n
+        timed = latencies(stack)
+        assert len(timed) == n
+        lat = sorted(latency for _, latency in timed)
+        for second in range(int(args.seconds) + 1):
+            window = sorted(latency for t, latency in timed if second <= t < second + 1)
+            if window:
+                print(f"  second {second:3d}: {len(window):6d} bars, p50 {pct(window, .5) * 1000:6.1f} ms, "
+                      f"p99 {pct(window, .99) * 1000:6.1f} ms")
         analytics.terminate()
     finally:
         stack.destroy()

@@ -1,8 +1,8 @@
 """The analytics loop: ``raw`` → indicators and alerts, committed only once acknowledged.
 
 Per batch: decode each bar (invalid → dead-letter topic), update its series, publish its
-indicator message and alerts keyed by symbol, wait until Kafka acknowledged all of them,
-then commit the batch's offsets. The publisher retries forever (``message.timeout.ms=0``)
+indicator message and alerts keyed by symbol; after the next poll, wait until Kafka
+acknowledged all of them, then commit the batch's offsets. The publisher retries forever (``message.timeout.ms=0``)
 so a Kafka outage is waited out without losing an output.
 
 State rebuild. When partitions are assigned (start, restart, rebalance), the series of
@@ -104,6 +104,7 @@ class AnalyticsApp:
         self.out_indicators = settings.topic("indicators")
         self.out_alerts = settings.topic("alerts")
         self.dlq = settings.topic("dlq")
+        self._pending: list = []  # the last batch: outputs published, offsets not committed yet
         self.consumer = BatchConsumer(settings, settings.analytics_group_id, [self.raw],
                                       on_assign=self._rebuild, on_revoke=self._forget)
 
@@ -119,8 +120,26 @@ class AnalyticsApp:
                         time.perf_counter() - start)
 
     def _forget(self, partitions: list[TopicPartition]) -> None:
+        self._commit_pending()  # the batch in hand is acknowledged and committed before the partitions go
         dropped = self.processor.drop_partitions({tp.partition for tp in partitions})
         logger.info("dropped the state of %d series", dropped)
+
+    def _commit_pending(self) -> bool:
+        """Wait for the acknowledgement of the last batch's outputs, then commit its offsets.
+
+        Called after the next poll rather than right after producing: the acknowledgements
+        arrive while the loop waits for new bars, so the wait costs nothing. Returns False if
+        shutdown came first (the batch is then processed again on restart).
+        """
+        if not self._pending:
+            return True
+        if not self.publisher.flush_patiently(self.shutdown.event, self.health.beat):
+            logger.warning("stopping before Kafka acknowledged the last batch: it will be processed again")
+            self._pending = []
+            return False
+        self.consumer.commit(self._pending, asynchronous=True)
+        self._pending = []
+        return True
 
     def run(self) -> None:
         s = self.settings
@@ -129,37 +148,40 @@ class AnalyticsApp:
         publish = self.publisher.publish
         process = self.processor.process
         decode = _BARS.decode
-        while not self.shutdown.requested:
-            self.health.beat()
-            try:
-                messages = self.consumer.poll_batch(s.analytics_batch_size, s.analytics_batch_timeout)
-            except TransientError as exc:
-                logger.warning("Kafka: %s", exc)
-                self.shutdown.wait(1.0)
-                continue
-            if not messages:
-                continue
-            start = time.perf_counter()
-            late, dups = self.processor.late, self.processor.duplicates
-            for msg in messages:
+        try:
+            while not self.shutdown.requested:
+                self.health.beat()
                 try:
-                    bar = decode(msg.value())
-                except InvalidMessage as exc:
-                    dead_letter(self.publisher, self.dlq, msg, exc)
+                    messages = self.consumer.poll_batch(s.analytics_batch_size, s.analytics_batch_timeout)
+                except TransientError as exc:
+                    logger.warning("Kafka: %s", exc)
+                    self.shutdown.wait(1.0)
                     continue
-                indicators, alerts = process(bar, msg.partition())
-                if indicators is not None:
-                    publish(self.out_indicators, encode_ind(indicators), bar.symbol)
-                    for alert in alerts:
-                        publish(self.out_alerts, encode_alert(alert), bar.symbol)
-                        ALERTS.labels(alert.rule).inc()
-            if not self.publisher.flush_patiently(self.shutdown.event, self.health.beat):
-                logger.warning("stopping before Kafka acknowledged the last batch: it will be processed again")
-                return
-            self.consumer.commit(messages)
-            LATE_BARS.inc(self.processor.late - late)
-            DUPLICATE_BARS.inc(self.processor.duplicates - dups)
-            _BATCH_SECONDS.observe(time.perf_counter() - start)
+                if not self._commit_pending():
+                    return
+                if not messages:
+                    continue
+                start = time.perf_counter()
+                late, dups = self.processor.late, self.processor.duplicates
+                for msg in messages:
+                    try:
+                        bar = decode(msg.value())
+                    except InvalidMessage as exc:
+                        dead_letter(self.publisher, self.dlq, msg, exc)
+                        continue
+                    indicators, alerts = process(bar, msg.partition())
+                    if indicators is not None:
+                        publish(self.out_indicators, encode_ind(indicators), bar.symbol)
+                        for alert in alerts:
+                            publish(self.out_alerts, encode_alert(alert), bar.symbol)
+                            ALERTS.labels(alert.rule).inc()
+                self.publisher.poll(0)  # serve delivery reports: the queue never fills up
+                self._pending = messages
+                LATE_BARS.inc(self.processor.late - late)
+                DUPLICATE_BARS.inc(self.processor.duplicates - dups)
+                _BATCH_SECONDS.observe(time.perf_counter() - start)
+        finally:
+            self._commit_pending()
 
     def close(self) -> None:
         self.consumer.close()

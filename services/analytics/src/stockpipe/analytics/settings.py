@@ -19,7 +19,9 @@ class AnalyticsSettings(CommonSettings):
     service_name: str = setting("analytics", help="name in logs, client ids and consumer groups")
     analytics_group_id: str = setting("stockpipe-analytics", help="Kafka consumer group of analytics")
     analytics_batch_size: int = setting(5000, ge=1, le=100_000, help="max bars per processing batch")
-    analytics_batch_timeout: float = setting(0.05, gt=0, le=10, help="seconds to wait for a batch to fill")
+    # A bar waits for its batch up to this long: 10 ms keeps latency low; larger batches
+    # come by themselves under load (ANALYTICS_BATCH_SIZE bars arrive sooner).
+    analytics_batch_timeout: float = setting(0.01, gt=0, le=10, help="seconds to wait for a batch to fill")
 
     rsi_period: int = setting(14, ge=2, help="RSI period (Wilder)")
     sma_short_period: int = setting(20, ge=2, help="short SMA period")
