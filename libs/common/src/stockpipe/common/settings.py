@@ -222,6 +222,7 @@ class CommonSettings:
     log_level: Literal["debug", "info", "warning", "error"] = setting("info", help="log level")
     log_format: Literal["text", "json"] = setting("text", help="log line format")
     shutdown_timeout: float = setting(10.0, gt=0, help="seconds SIGTERM may take before exit")
+    progress_interval: float = setting(30.0, ge=0, help="seconds between progress lines in the log (0 = none)")
 
     def topic(self, kind: str) -> str:
         """Full topic name for ``kind`` in :data:`TOPIC_KINDS`, prefix included."""

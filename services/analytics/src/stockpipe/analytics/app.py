@@ -19,19 +19,20 @@ from __future__ import annotations
 import logging
 import time
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 from prometheus_client import Counter
 
 from stockpipe.analytics.processor import Processor
 from stockpipe.analytics.settings import AnalyticsSettings
-from stockpipe.common.errors import InvalidMessage, TransientError
+from stockpipe.common.errors import InvalidMessage, StockpipeError, TransientError
 from stockpipe.common.http import Health
 from stockpipe.common.kafka import BatchConsumer, Publisher, dead_letter
-from stockpipe.common.lifecycle import Shutdown
+from stockpipe.common.lifecycle import Backoff, Shutdown
 from stockpipe.common.messages import Alert, Bar, Codec, Indicators
 from stockpipe.common.metrics import PROCESSING_SECONDS
+from stockpipe.common.progress import Progress
 
-__all__ = ["AnalyticsApp", "replay_partitions"]
+__all__ = ["AnalyticsApp", "StateRebuildFailed", "replay_partitions"]
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +91,17 @@ def replay_partitions(settings: AnalyticsSettings, processor: Processor, targets
     return fed
 
 
+class StateRebuildFailed(StockpipeError):
+    """The state of assigned partitions could not be rebuilt: consuming them would be wrong."""
+
+
+_REBUILD_ATTEMPTS = 5
+
+
+def _parts(partitions: list[TopicPartition]) -> str:
+    return ", ".join(str(tp.partition) for tp in partitions)
+
+
 class AnalyticsApp:
     """Consumes raw bars, publishes indicators and alerts."""
 
@@ -105,14 +117,35 @@ class AnalyticsApp:
         self.out_alerts = settings.topic("alerts")
         self.dlq = settings.topic("dlq")
         self._pending: list = []  # the last batch: outputs published, offsets not committed yet
+        self.progress = Progress("processed", settings.progress_interval)
         self.consumer = BatchConsumer(settings, settings.analytics_group_id, [self.raw],
                                       on_assign=self._rebuild, on_revoke=self._forget)
 
     def _rebuild(self, partitions: list[TopicPartition]) -> None:
+        """Rebuild the series of newly assigned partitions, or stop the process trying.
+
+        Consuming a partition without its state would emit wrong values, so a rebuild that
+        keeps failing is not a transient error to step over: after a few attempts it raises
+        :class:`StateRebuildFailed` (not a KafkaException, which the loop would retry past),
+        the process exits non-zero and its partitions move to a healthy replica.
+        """
         start = time.perf_counter()
-        committed = self.consumer.committed(partitions, timeout=30)
-        targets = {tp.partition: tp.offset for tp in committed}
-        fed = replay_partitions(self.settings, self.processor, targets)
+        backoff = Backoff(initial=1.0, cap=10.0)
+        for attempt in range(1, _REBUILD_ATTEMPTS + 1):
+            try:
+                committed = self.consumer.committed(partitions, timeout=30)
+                targets = {tp.partition: tp.offset for tp in committed}
+                fed = replay_partitions(self.settings, self.processor, targets)
+                break
+            except (KafkaException, TimeoutError) as exc:
+                # Drop what a half-done replay built: the next attempt starts clean.
+                self.processor.drop_partitions({tp.partition for tp in partitions})
+                if attempt == _REBUILD_ATTEMPTS:
+                    raise StateRebuildFailed(f"rebuilding partitions {_parts(partitions)}: {exc}") from exc
+                delay = backoff.next_delay()
+                logger.warning("state rebuild failed (attempt %d), retrying in %.1fs: %s", attempt, delay, exc)
+                self.health.beat()
+                time.sleep(delay)
         REBUILT_BARS.inc(fed)
         _REBUILD_SECONDS.observe(time.perf_counter() - start)
         if fed:
@@ -151,6 +184,7 @@ class AnalyticsApp:
         try:
             while not self.shutdown.requested:
                 self.health.beat()
+                self.progress.tick()
                 try:
                     messages = self.consumer.poll_batch(s.analytics_batch_size, s.analytics_batch_timeout)
                 except TransientError as exc:
@@ -163,6 +197,7 @@ class AnalyticsApp:
                     continue
                 start = time.perf_counter()
                 late, dups = self.processor.late, self.processor.duplicates
+                alert_count = 0
                 for msg in messages:
                     try:
                         bar = decode(msg.value())
@@ -175,8 +210,10 @@ class AnalyticsApp:
                         for alert in alerts:
                             publish(self.out_alerts, encode_alert(alert), bar.symbol)
                             ALERTS.labels(alert.rule).inc()
+                            alert_count += 1
                 self.publisher.poll(0)  # serve delivery reports: the queue never fills up
                 self._pending = messages
+                self.progress.add(bars=len(messages), alerts=alert_count)
                 LATE_BARS.inc(self.processor.late - late)
                 DUPLICATE_BARS.inc(self.processor.duplicates - dups)
                 _BATCH_SECONDS.observe(time.perf_counter() - start)

@@ -34,6 +34,7 @@ from stockpipe.common.http import Health
 from stockpipe.common.kafka import BatchConsumer, Message, Publisher, TopicPartition, dead_letter
 from stockpipe.common.lifecycle import Backoff, Shutdown
 from stockpipe.common.metrics import ERRORS, PROCESSING_SECONDS
+from stockpipe.common.progress import Progress
 from stockpipe.ingestor.settings import IngestorSettings
 from stockpipe.ingestor.sinks import SINKS, Rows, Sink
 
@@ -111,6 +112,7 @@ class Ingestor:
         self._held: Batch | None = None  # what a failed write left: retried in place
         self._inflight: deque[tuple[Batch, Future]] = deque()  # writes queued, oldest first
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="writer")  # one: writes stay in order
+        self.progress = Progress("stored", settings.progress_interval)
 
     # -- rebalances: keep paused partitions paused; drop revoked ones from a held batch
     def _on_assign(self, partitions: list[TopicPartition]) -> None:
@@ -138,6 +140,7 @@ class Ingestor:
         try:
             while not self.shutdown.requested:
                 self.health.beat()
+                self.progress.tick()
                 if self._held is not None:  # a failed write (e.g. kept through a rebalance)
                     self._store_held()
                     continue
@@ -214,6 +217,7 @@ class Ingestor:
             for kind, rows in batch.rows.items():
                 SINKS[kind].writer.write(cur, rows, batch.texts.get(kind))
         self.publisher.flush()
+        self.progress.add(rows=batch.row_count(), rejected=len(batch.rejected))
         batch.rejected.clear()  # delivered: a retry must not send them twice
         _WRITE_SECONDS.observe(time.perf_counter() - start)
 

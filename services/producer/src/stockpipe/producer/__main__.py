@@ -17,6 +17,7 @@ from stockpipe.common.db import Database
 from stockpipe.common.errors import SettingsError, TransientError
 from stockpipe.common.kafka import Publisher, kafka_check
 from stockpipe.common.lifecycle import retry, run_main
+from stockpipe.common.progress import Progress
 from stockpipe.common.runtime import Runtime
 from stockpipe.common.settings import load
 from stockpipe.producer.app import COMPANIES_LABEL, COMPANIES_UPSERT, publish_bars, read_last_bars
@@ -111,7 +112,8 @@ def run(settings: ProducerSettings) -> int:
         topic = settings.topic("raw")
         logger.info("publishing %s bars to %s", source.name, topic)
         sent = publish_bars(source.bars(resume, stop), publisher, topic, max_messages=settings.max_messages,
-                            stop=stop, on_beat=rt.health.beat)
+                            stop=stop, on_beat=rt.health.beat,
+                            progress=Progress("published", settings.progress_interval))
         logger.info("published %d bars", sent)
         if db is not None:
             db.close()

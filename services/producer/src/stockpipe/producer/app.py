@@ -18,6 +18,7 @@ from stockpipe.common.errors import TransientError
 from stockpipe.common.kafka import Publisher
 from stockpipe.common.messages import Bar, Codec
 from stockpipe.common.metrics import PROCESSING_SECONDS
+from stockpipe.common.progress import Progress
 from stockpipe.common.settings import CommonSettings
 
 __all__ = ["read_last_bars", "publish_bars", "COMPANIES_UPSERT", "COMPANIES_LABEL"]
@@ -105,9 +106,10 @@ def publish_bars(
     max_messages: int = 0,
     stop: threading.Event | None = None,
     on_beat: Callable[[], None] = lambda: None,
+    progress: Progress | None = None,
 ) -> int:
     """Publish ``bars`` keyed by symbol until exhausted, ``max_messages`` or ``stop``; flush; return the count."""
-    sent = 0
+    sent = reported = 0
     encode = _CODEC.encode
     next_poll = time.monotonic()
     for bar in bars:
@@ -117,6 +119,10 @@ def publish_bars(
             # Serve delivery reports and prove liveness, not once per message.
             publisher.poll(0)
             on_beat()
+            if progress is not None:
+                progress.add(bars=sent - reported)
+                reported = sent
+                progress.tick()
             next_poll = time.monotonic() + 0.5
         if max_messages and sent >= max_messages:
             break

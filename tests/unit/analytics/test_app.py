@@ -1,0 +1,58 @@
+"""The analytics loop's safety rules that need no broker to check."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
+
+from stockpipe.analytics import app as app_module
+from stockpipe.analytics.app import AnalyticsApp, StateRebuildFailed
+from stockpipe.analytics.settings import AnalyticsSettings
+from stockpipe.common.http import Health
+from stockpipe.common.kafka import Publisher
+from stockpipe.common.lifecycle import Shutdown
+from stockpipe.common.messages import Bar
+
+
+def make_app() -> AnalyticsApp:
+    # Port 9 on loopback: nothing listens; librdkafka only connects when used.
+    settings = AnalyticsSettings(kafka_bootstrap_servers="127.0.0.1:9")
+    return AnalyticsApp(settings, Publisher(settings), Health(), Shutdown())
+
+
+def test_a_rebuild_that_keeps_failing_stops_the_process_instead_of_consuming_without_state(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    app = make_app()
+    ts = datetime(2024, 1, 2, tzinfo=timezone.utc)
+    app.processor.process(Bar(symbol="AAPL", ts=ts, interval="1m", open=1.0, high=1.0, low=1.0, close=1.0,
+                              volume=1, source="replay"), partition=3)
+    calls = []
+
+    def committed(partitions, timeout):
+        calls.append(partitions)
+        raise KafkaException(KafkaError(KafkaError._TIMED_OUT))
+
+    monkeypatch.setattr(app.consumer, "committed", committed)
+    monkeypatch.setattr(app_module.time, "sleep", lambda s: None)
+    with pytest.raises(StateRebuildFailed, match="partitions 3"):
+        app._rebuild([TopicPartition("raw", 3)])
+    assert len(calls) == app_module._REBUILD_ATTEMPTS
+    assert not isinstance(StateRebuildFailed("x"), KafkaException)  # the loop must not retry past it
+    assert app.processor.series == {}  # nothing half-built is kept
+
+
+def test_a_rebuild_that_recovers_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    app = make_app()
+    attempts = iter([KafkaException(KafkaError(KafkaError._TIMED_OUT)), None])
+
+    def committed(partitions, timeout):
+        failure = next(attempts)
+        if failure:
+            raise failure
+        return [TopicPartition("raw", 0, -1001)]  # nothing committed yet: nothing to replay
+
+    monkeypatch.setattr(app.consumer, "committed", committed)
+    monkeypatch.setattr(app_module.time, "sleep", lambda s: None)
+    app._rebuild([TopicPartition("raw", 0)])
