@@ -147,7 +147,10 @@ def test_readyz_follows_postgres_and_nothing_is_lost_across_an_outage(stack: Sta
         code, body = wait_for(lambda: (r := http_get(ingestor.port, "/readyz"))[0] == 503 and r, 20,
                               what="/readyz 503")
         assert "postgres" in json_body(body)["reasons"]
-        private.produce("raw", (good_bar(m % 60).replace(b'"AAPL"', f'"T{m // 60}"'.encode()) for m in range(600)))
+        # The first batch after the outage starts with a poison message: the batch's write
+        # keeps failing and is retried, and the message must reach the dlq once all the same.
+        private.produce("raw", [b"not a bar", *(good_bar(m % 60).replace(b'"AAPL"', f'"T{m // 60}"'.encode())
+                                               for m in range(600))])
         time.sleep(3)  # the ingestor holds the batch and retries while the database is gone
         assert ingestor.alive()
         assert http_get(ingestor.port, "/healthz")[0] == 200
@@ -156,6 +159,7 @@ def test_readyz_follows_postgres_and_nothing_is_lost_across_an_outage(stack: Sta
         wait_for(lambda: http_get(ingestor.port, "/readyz")[0] == 200, 60, what="/readyz 200 again")
         wait_for(lambda: private.scalar("SELECT count(*) FROM price_bars") == 1200, 60, what="all 1200 rows")
         assert private.scalar("SELECT count(DISTINCT (symbol, ts)) FROM price_bars") == 1200
+        assert [m.value() for m in private.consume_all("dlq")] == [b"not a bar"]  # once, despite the retries
         assert ingestor.terminate() == 0
         private.destroy()
     finally:

@@ -211,14 +211,18 @@ class Ingestor:
 
     def _write(self, batch: Batch) -> None:
         start = time.perf_counter()
-        for msg, error in batch.rejected:
-            dead_letter(self.publisher, self.dlq, msg, error)
+        if batch.rejected:
+            # Acknowledged first, then forgotten: a retry of the database write below must not
+            # send them to the dead-letter topic twice.
+            for msg, error in batch.rejected:
+                dead_letter(self.publisher, self.dlq, msg, error)
+            self.publisher.flush()
+            self.progress.add(rejected=len(batch.rejected))
+            batch.rejected.clear()
         with self.db.transaction() as cur:
             for kind, rows in batch.rows.items():
                 SINKS[kind].writer.write(cur, rows, batch.texts.get(kind))
-        self.publisher.flush()
-        self.progress.add(rows=batch.row_count(), rejected=len(batch.rejected))
-        batch.rejected.clear()  # delivered: a retry must not send them twice
+        self.progress.add(rows=batch.row_count())
         _WRITE_SECONDS.observe(time.perf_counter() - start)
 
     def _wait_out(self, exc: TransientError, backoff: Backoff) -> None:
