@@ -52,10 +52,8 @@ topics: infra-up ## create the Kafka topics (idempotent)
 db-migrate: infra-up ## apply the database migrations in db/ (idempotent)
 	@$(WITH_ENV) $(PY) -m stockpipe.common.migrate
 
-run: topics db-migrate ## run the whole pipeline locally, logs prefixed; Ctrl-C stops it
-	@echo "metrics/health: $(foreach s,$(SERVICES),$(s) http://127.0.0.1:$(PORT_$(s))/metrics ) "
-	@$(PY) deploy/local/run_services.py --env-file $(LOCAL_DIR)/env \
-		$(foreach s,$(SERVICES),$(s)='HTTP_HOST=127.0.0.1 HTTP_PORT=$(PORT_$(s)) $(PY) -m stockpipe.$(s)')
+run: deps ## run the whole pipeline locally, logs prefixed; Ctrl-C stops it (and the servers it started)
+	@deploy/local/run.sh $(PY) $(foreach s,$(SERVICES),$(s)=$(PORT_$(s)))
 
 test: deps ## unit and integration tests (starts its own Kafka and PostgreSQL under .local/test)
 	$(PY) -m pytest
