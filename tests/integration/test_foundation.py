@@ -135,9 +135,10 @@ def test_readyz_follows_postgres_and_nothing_is_lost_across_an_outage(stack: Sta
     # Under the test state dir: pytest's tmp_path is private to root, and initdb runs as postgres.
     pg_state = TEST_STATE / f"pg-{stack.database}"
     env = infra("up", pg_state, {"KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap})
+    private = Stack({"KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap, "POSTGRES_DSN": env["POSTGRES_DSN"]},
+                    tmp_path, prefix=stack.prefix)
     try:
-        private = Stack({"KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap, "POSTGRES_DSN": env["POSTGRES_DSN"]},
-                        tmp_path, prefix=stack.prefix).create()
+        private.create()
         ingestor = private.start("ingestor", INGESTOR_BATCH_SIZE=500)
         ingestor.wait_ready()
         private.produce("raw", (good_bar(m % 60).replace(b'"AAPL"', f'"S{m // 60}"'.encode()) for m in range(600)))
@@ -161,8 +162,9 @@ def test_readyz_follows_postgres_and_nothing_is_lost_across_an_outage(stack: Sta
         assert private.scalar("SELECT count(DISTINCT (symbol, ts)) FROM price_bars") == 1200
         assert [m.value() for m in private.consume_all("dlq")] == [b"not a bar"]  # once, despite the retries
         assert ingestor.terminate() == 0
-        private.destroy()
     finally:
+        for p in private.processes:  # also when an assertion failed half-way
+            p.kill()
         infra("destroy", pg_state)
         shutil.rmtree(pg_state, ignore_errors=True)
 
