@@ -21,7 +21,7 @@ PORT_producer := 8001
 PORT_ingestor := 8002
 PORT_analytics := 8003
 
-.PHONY: help deps system-deps infra-up infra-down infra-status topics db-migrate run test test-unit bench clean
+.PHONY: help deps system-deps infra-up infra-down infra-status topics db-migrate run test test-unit lint bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -55,8 +55,11 @@ db-migrate: infra-up ## apply the database migrations in db/ (idempotent)
 run: deps ## run the whole pipeline locally, logs prefixed; Ctrl-C stops it (and the servers it started)
 	@deploy/local/run.sh $(PY) $(foreach s,$(SERVICES),$(s)=$(PORT_$(s)))
 
-test: deps ## unit and integration tests (starts its own Kafka and PostgreSQL under .local/test)
+test: deps lint ## lint, unit and integration tests (starts its own Kafka and PostgreSQL under .local/test)
 	$(PY) -m pytest
+
+lint: deps ## ruff over the whole tree (settings in pyproject.toml)
+	$(VENV)/bin/ruff check libs services tests bench deploy
 
 test-unit: deps ## unit tests only (no Kafka, no PostgreSQL)
 	$(PY) -m pytest tests/unit

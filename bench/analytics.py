@@ -24,15 +24,15 @@ import os
 import platform
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "integration"))
 
-from harness import Stack, infra, metrics_of, wait_for  # noqa: E402
-
 from stockpipe.common.messages import Bar, Codec, Indicators  # noqa: E402
+
+from harness import Stack, infra, metrics_of, wait_for  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
 
@@ -134,7 +134,7 @@ def main() -> int:
         "benchmark": "analytics",
         "command": f"make bench  (.venv/bin/python bench/analytics.py --rate {args.rate:g} --seconds {args.seconds:g}"
                    f" --backlog {args.backlog})",
-        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "end_to_end": {
             "symbols": 500,

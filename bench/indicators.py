@@ -38,6 +38,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import numpy as np
+
 from stockpipe.analytics import indicators as ind
 
 RESULTS = Path(__file__).resolve().parent / "results" / "indicators.json"

@@ -22,7 +22,7 @@ import os
 import platform
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg2
@@ -30,9 +30,9 @@ import psycopg2
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "integration"))
 
-from harness import Stack, infra, wait_for  # noqa: E402
-
 from stockpipe.common.messages import Bar, Codec  # noqa: E402
+
+from harness import Stack, infra, wait_for  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
 
@@ -147,9 +147,9 @@ def main() -> int:
     ratio = ingest_rate / copy_rate
     result = {
         "benchmark": "ingest",
-        "command": "make bench  (.venv/bin/python bench/ingest.py --bars %d --symbols %d --batch-size %d)" % (
-            n, args.symbols, args.batch_size),
-        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": f"make bench  (.venv/bin/python bench/ingest.py --bars {n} --symbols {args.symbols}"
+                   f" --batch-size {args.batch_size})",
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "bars": n,
         "symbols": args.symbols,

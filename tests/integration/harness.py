@@ -162,7 +162,7 @@ class Stack:
         return self.prefix + kind
 
     # -- set-up and tear-down
-    def create(self) -> "Stack":
+    def create(self) -> Stack:
         conn = psycopg2.connect(self.admin_dsn)
         conn.autocommit = True
         with conn.cursor() as cur:

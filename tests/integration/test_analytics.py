@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from datetime import UTC
 
 import numpy as np
 import pytest
 import talib
-from harness import Stack, wait_for
 
 from stockpipe.analytics.processor import Processor
 from stockpipe.analytics.settings import AnalyticsSettings
 from stockpipe.common.messages import INDICATOR_FIELDS, Alert, Bar, Codec, Indicators
+
+from harness import Stack, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -135,8 +137,8 @@ def test_duplicate_and_late_bars_do_not_change_values(stack: Stack) -> None:
     analytics = stack.start("analytics")
     analytics.wait_ready()
     closes = [100 * math.exp(0.01 * math.sin(i / 3)) for i in range(60)]
-    from datetime import datetime, timedelta, timezone
-    t0 = datetime(2024, 1, 2, tzinfo=timezone.utc)
+    from datetime import datetime, timedelta
+    t0 = datetime(2024, 1, 2, tzinfo=UTC)
     bars = [Bar(symbol="DUP", ts=t0 + timedelta(minutes=i), interval="1m", open=c, high=c, low=c, close=c,
                 volume=10, source="replay") for i, c in enumerate(closes)]
     stream = []

@@ -6,15 +6,16 @@ import shutil
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg2
 import pytest
-from conftest import TEST_STATE
-from harness import Stack, http_get, infra, json_body, metrics_of, wait_for
 
 from stockpipe.common.messages import Bar, Codec
+
+from conftest import TEST_STATE
+from harness import Stack, http_get, infra, json_body, metrics_of, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -103,7 +104,7 @@ POISON = {
 
 
 def good_bar(minute: int) -> bytes:
-    return BARS.encode(Bar(symbol="AAPL", ts=datetime(2024, 1, 2, 0, minute, tzinfo=timezone.utc), interval="1m",
+    return BARS.encode(Bar(symbol="AAPL", ts=datetime(2024, 1, 2, 0, minute, tzinfo=UTC), interval="1m",
                            open=10.0, high=11.0, low=9.0, close=10.5, volume=100, source="synthetic"))
 
 

@@ -9,6 +9,7 @@ import pytest
 import talib
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from stockpipe.analytics.alerts import RULES, AlertConfig, AlertState
 from stockpipe.analytics.indicators import IndicatorState
 from stockpipe.common.messages import INDICATOR_FIELDS, Bar, Indicators, alert_id

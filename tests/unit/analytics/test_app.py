@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
@@ -25,7 +25,7 @@ def make_app() -> AnalyticsApp:
 def test_a_rebuild_that_keeps_failing_stops_the_process_instead_of_consuming_without_state(
         monkeypatch: pytest.MonkeyPatch) -> None:
     app = make_app()
-    ts = datetime(2024, 1, 2, tzinfo=timezone.utc)
+    ts = datetime(2024, 1, 2, tzinfo=UTC)
     app.processor.process(Bar(symbol="AAPL", ts=ts, interval="1m", open=1.0, high=1.0, low=1.0, close=1.0,
                               volume=1, source="replay"), partition=3)
     calls = []

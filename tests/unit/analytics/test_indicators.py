@@ -20,6 +20,7 @@ import pytest
 import talib
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from stockpipe.analytics.indicators import (
     EMA,
     MACD,

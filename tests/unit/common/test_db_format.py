@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -19,7 +19,7 @@ from stockpipe.common.kafka import next_offsets
         (float("nan"), "NaN"),
         (7, "7"),
         ("a\tb\nc\\d", "a\\tb\\nc\\\\d"),
-        (datetime(2024, 1, 2, 3, 4, tzinfo=timezone.utc), "2024-01-02T03:04:00+00:00"),
+        (datetime(2024, 1, 2, 3, 4, tzinfo=UTC), "2024-01-02T03:04:00+00:00"),
     ],
 )
 def test_copy_field(value: object, text: str) -> None:
@@ -31,7 +31,7 @@ def test_copy_line() -> None:
 
 
 def test_plain_copy_text_matches_the_general_formatter() -> None:
-    ts = datetime(2024, 1, 2, 3, 4, 5, 678000, tzinfo=timezone.utc)
+    ts = datetime(2024, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
     rows = [("BRK.B", "1m", ts, 0.1 + 0.2, 1e-07, None, 12345678901, "synthetic"),
             ("ES=F", "1d", ts, 1e300, 2.5, 3.0, 0, "yfinance")]
     fast = copy_text(rows, plain=True).decode().splitlines()

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
 from stockpipe.common.errors import InvalidMessage
 from stockpipe.common.messages import (
-    Alert, Bar, Codec, Forecast, ForecastPoint, Indicators, alert_id, interval_length,
+    Alert,
+    Bar,
+    Codec,
+    Forecast,
+    ForecastPoint,
+    Indicators,
+    alert_id,
+    interval_length,
 )
 
 GOOD = (b'{"v":1,"symbol":"AAPL","ts":"2024-01-02T14:30:00Z","interval":"1m","open":10.0,'
@@ -18,7 +25,7 @@ BARS = Codec(Bar)
 
 def test_good_bar_decodes_and_round_trips() -> None:
     bar = BARS.decode(GOOD)
-    assert bar.ts == datetime(2024, 1, 2, 14, 30, tzinfo=timezone.utc)
+    assert bar.ts == datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
     assert (bar.open, bar.high, bar.low, bar.close, bar.volume) == (10.0, 12.0, 9.5, 11.0, 1200)
     assert BARS.decode(BARS.encode(bar)) == bar
 
@@ -65,7 +72,7 @@ def test_invalid_bars_are_rejected_with_reason(data: bytes | None, reason: str) 
 
 
 def test_indicator_alert_forecast_round_trip() -> None:
-    ts = datetime(2024, 1, 2, 14, 30, tzinfo=timezone.utc)
+    ts = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
     ind = Indicators(symbol="AAPL", interval="1m", ts=ts, close=11.0, rsi=55.5)
     assert Codec(Indicators).decode(Codec(Indicators).encode(ind)) == ind
     assert ind.sma_long is None
@@ -78,7 +85,7 @@ def test_indicator_alert_forecast_round_trip() -> None:
 
 
 def test_alert_id_is_deterministic_and_distinguishes_inputs() -> None:
-    ts = datetime(2024, 1, 2, 14, 30, tzinfo=timezone.utc)
+    ts = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
     same = datetime.fromisoformat("2024-01-02T15:30:00+01:00")
     assert alert_id("AAPL", "1m", ts, "r") == alert_id("AAPL", "1m", same, "r")
     ids = {alert_id(*args) for args in [("AAPL", "1m", ts, "r"), ("MSFT", "1m", ts, "r"),

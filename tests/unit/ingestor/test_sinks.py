@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from stockpipe.common.messages import Alert, Bar, Codec, Forecast, ForecastPoint, Indicators, alert_id
 from stockpipe.ingestor.app import decode_batch
 from stockpipe.ingestor.sinks import SINKS
 
-TS = datetime(2024, 1, 2, 14, 30, tzinfo=timezone.utc)
+TS = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
 
 
 class Msg:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from itertools import islice
 from pathlib import Path
 
@@ -13,8 +13,8 @@ from stockpipe.common.messages import Bar, Codec
 from stockpipe.producer.sources.replay import ReplaySource
 from stockpipe.producer.sources.synthetic import SyntheticSource, synthetic_symbols
 
-START = datetime(2024, 1, 2, 14, 30, tzinfo=timezone.utc)
-NOW = lambda: datetime(2030, 1, 1, tzinfo=timezone.utc)  # noqa: E731 - far ahead: no live waiting
+START = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
+NOW = lambda: datetime(2030, 1, 1, tzinfo=UTC)  # noqa: E731 - far ahead: no live waiting
 
 
 def take(source, n: int, resume: dict | None = None) -> list[Bar]:

@@ -611,7 +611,9 @@ def test_backfill_retries_a_rate_limit_then_gives_up(fake):
 
     fake.mode = "offline"
     sleeps.clear()
-    offline = lambda t, p, i: yahoo.yf_download(t, p, i, session=fake, threads=False)
+    def offline(t, p, i):
+        return yahoo.yf_download(t, p, i, session=fake, threads=False)
+
     with pytest.raises(YahooUnavailable, match="gave up after 3 retries"):
         list(yahoo.backfill_bars(["AAPL"], "5d", "1d", offline, sleep=sleeps.append, reachable=lambda: False))
     assert len(sleeps) == 3

@@ -33,7 +33,7 @@ class Shutdown:
         self.event = threading.Event()
         self._signals = 0
 
-    def install(self) -> "Shutdown":
+    def install(self) -> Shutdown:
         signal.signal(signal.SIGTERM, self._handle)
         signal.signal(signal.SIGINT, self._handle)
         return self
@@ -57,7 +57,7 @@ class Shutdown:
         """Sleep up to ``seconds``; True as soon as shutdown is requested."""
         return self.event.wait(seconds)
 
-    def beating(self, beat: Callable[[], None], every: float = 1.0) -> "BeatingStop":
+    def beating(self, beat: Callable[[], None], every: float = 1.0) -> BeatingStop:
         """An Event-like stop flag whose ``wait`` calls ``beat`` every ``every`` seconds.
 
         Hand it to code that sleeps between units of work (a poll interval, a paced

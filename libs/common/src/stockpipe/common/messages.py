@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import re
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Generic, Literal, TypeVar
 
 import msgspec
@@ -191,7 +191,7 @@ _ALERT_NAMESPACE = uuid.UUID("6f1c1c52-3b53-4a4e-9a57-6a0e3c2b7d10")
 
 def alert_id(symbol: str, interval: str, ts: datetime, rule: str) -> str:
     """Deterministic alert id: a UUIDv5 of symbol, interval, ts (UTC) and rule."""
-    utc = ts.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    utc = ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return str(uuid.uuid5(_ALERT_NAMESPACE, f"{symbol}|{interval}|{utc}|{rule}"))
 
 

@@ -31,7 +31,7 @@ class Runtime:
         self.health = Health(settings.liveness_timeout)
         self.http = HealthServer(self.health, settings.http_host, settings.http_port) if serve_http else None
 
-    def __enter__(self) -> "Runtime":
+    def __enter__(self) -> Runtime:
         logger.info("starting %s with %s", self.settings.service_name, self.settings.safe_view())
         if self.http:
             self.http.start()

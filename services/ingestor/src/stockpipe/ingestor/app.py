@@ -24,15 +24,15 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from stockpipe.common.db import Database
 from stockpipe.common.errors import InvalidMessage, TransientError
-from stockpipe.common.messages import DECODE_ERRORS
 from stockpipe.common.http import Health
 from stockpipe.common.kafka import BatchConsumer, Message, Publisher, TopicPartition, dead_letter
 from stockpipe.common.lifecycle import Backoff, Shutdown
+from stockpipe.common.messages import DECODE_ERRORS
 from stockpipe.common.metrics import ERRORS, PROCESSING_SECONDS
 from stockpipe.common.progress import Progress
 from stockpipe.ingestor.settings import IngestorSettings
@@ -60,7 +60,7 @@ class Batch:
     def row_count(self) -> int:
         return sum(map(len, self.rows.values()))
 
-    def absorb(self, later: "Batch") -> None:
+    def absorb(self, later: Batch) -> None:
         """Append a later batch: its rows come after this one's (and win on equal keys)."""
         self.messages.extend(later.messages)
         self.rejected.extend(later.rejected)

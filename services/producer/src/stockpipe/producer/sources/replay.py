@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
@@ -32,7 +32,7 @@ REQUIRED_COLUMNS = ("symbol", "ts", "open", "high", "low", "close", "volume")
 
 def _ts(text: str) -> datetime:
     ts = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    return ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
 def parse_row(row: dict[str, str], default_interval: str) -> Bar:

@@ -19,7 +19,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime
 
 from stockpipe.common.messages import Bar, interval_length
 
@@ -87,7 +87,7 @@ class SyntheticSource:
         rate: float = 5.0,
         start: datetime | None = None,
         history: int = 1000,
-        clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.symbols = list(symbols)
         self.interval = interval
@@ -97,9 +97,9 @@ class SyntheticSource:
         self.seed = seed
         if start is None:
             now = clock()
-            floor = now - (now - datetime(2000, 1, 3, tzinfo=timezone.utc)) % self.step
+            floor = now - (now - datetime(2000, 1, 3, tzinfo=UTC)) % self.step
             start = floor - history * self.step
-        self.start = start.astimezone(timezone.utc)
+        self.start = start.astimezone(UTC)
         minutes = self.step.total_seconds() / 60
         self._walks = {s: _Walk(s, seed, minutes) for s in self.symbols}
 
