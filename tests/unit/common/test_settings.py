@@ -95,3 +95,20 @@ def test_service_exits_2_with_one_line_on_bad_setting(module: str) -> None:
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "HTTP_PORT='port'" in lines[0] and "an integer" in lines[0]
+
+
+def test_a_busy_http_port_stops_start_up_with_one_line() -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = subprocess.run(
+            [sys.executable, "-m", "stockpipe.ingestor"],
+            env={"HTTP_PORT": str(port), "HTTP_HOST": "127.0.0.1", "PATH": "/usr/bin:/bin"},
+            capture_output=True, text=True, timeout=60,
+        )
+    assert proc.returncode == 2
+    last = proc.stderr.strip().splitlines()[-1]
+    assert f"HTTP_PORT='{port}'" in last and "a free port" in last and "Traceback" not in proc.stderr

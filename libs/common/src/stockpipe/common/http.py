@@ -18,6 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from stockpipe.common.errors import SettingsError
 from stockpipe.common.logs import mask_secrets
 from stockpipe.common.metrics import DEPENDENCY_UP
 
@@ -106,7 +107,10 @@ class HealthServer:
 
     def __init__(self, health: Health, host: str = "0.0.0.0", port: int = 8000) -> None:
         handler = type("Handler", (_Handler,), {"health": health})
-        self._server = ThreadingHTTPServer((host, port), handler)
+        try:
+            self._server = ThreadingHTTPServer((host, port), handler)
+        except OSError as exc:  # taken, or not an address of this machine: a setting to fix
+            raise SettingsError("HTTP_PORT", str(port), f"a free port on {host} ({exc.strerror})") from None
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="http", daemon=True)
 
