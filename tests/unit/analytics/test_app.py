@@ -10,6 +10,7 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from stockpipe.analytics import app as app_module
 from stockpipe.analytics.app import AnalyticsApp, StateRebuildFailed
 from stockpipe.analytics.settings import AnalyticsSettings
+from stockpipe.common.errors import TransientError
 from stockpipe.common.http import Health
 from stockpipe.common.kafka import Publisher
 from stockpipe.common.lifecycle import Shutdown
@@ -48,6 +49,8 @@ def test_a_rebuild_that_recovers_goes_on(monkeypatch: pytest.MonkeyPatch) -> Non
     attempts = iter([KafkaException(KafkaError(KafkaError._TIMED_OUT)), None])
 
     def committed(partitions, timeout):
+        with pytest.raises(TransientError, match="rebuilding"):
+            app.check_ready()  # not ready while the state is being rebuilt
         failure = next(attempts)
         if failure:
             raise failure
@@ -56,3 +59,4 @@ def test_a_rebuild_that_recovers_goes_on(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setattr(app.consumer, "committed", committed)
     monkeypatch.setattr(app_module.time, "sleep", lambda s: None)
     app._rebuild([TopicPartition("raw", 0)])
+    app.check_ready()  # ready again

@@ -17,6 +17,7 @@ def main() -> int:
         rt.health.add_check("kafka", kafka_check(settings))
         # Retry forever: an output is never dropped by a timeout while Kafka is away.
         app = AnalyticsApp(settings, Publisher(settings, **{"message.timeout.ms": 0}), rt.health, rt.shutdown)
+        rt.health.add_check("state", app.check_ready)
         try:
             app.run()
         finally:

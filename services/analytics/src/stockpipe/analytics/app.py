@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 from prometheus_client import Counter
@@ -47,7 +48,7 @@ _BARS = Codec(Bar)
 
 
 def replay_partitions(settings: AnalyticsSettings, processor: Processor, targets: dict[int, int],
-                      timeout: float = 600.0) -> int:
+                      timeout: float = 600.0, beat: Callable[[], None] = lambda: None) -> int:
     """Feed ``processor`` the bars of raw partition p from the start up to offset targets[p] (exclusive)."""
     targets = {p: off for p, off in targets.items() if off > 0}
     if not targets:
@@ -67,6 +68,7 @@ def replay_partitions(settings: AnalyticsSettings, processor: Processor, targets
         while pending:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"rebuilding state from {topic} took over {timeout}s")
+            beat()  # a long replay is work, not a hang: keep /healthz green
             for msg in consumer.consume(10_000, 1.0):
                 p = msg.partition()
                 if p not in pending:
@@ -116,6 +118,7 @@ class AnalyticsApp:
         self.out_indicators = settings.topic("indicators")
         self.out_alerts = settings.topic("alerts")
         self.dlq = settings.topic("dlq")
+        self.rebuilding = False
         self._pending: list = []  # the last batch: outputs published, offsets not committed yet
         self.progress = Progress("processed", settings.progress_interval)
         self.consumer = BatchConsumer(settings, settings.analytics_group_id, [self.raw],
@@ -127,16 +130,28 @@ class AnalyticsApp:
         Consuming a partition without its state would emit wrong values, so a rebuild that
         keeps failing is not a transient error to step over: after a few attempts it raises
         :class:`StateRebuildFailed` (not a KafkaException, which the loop would retry past),
-        the process exits non-zero and its partitions move to a healthy replica.
+        the process exits non-zero and its partitions move to a healthy replica. While it
+        runs, ``/readyz`` says so and ``/healthz`` stays green.
         """
         start = time.perf_counter()
+        self.rebuilding = True
+        try:
+            fed = self._replay_with_retries(partitions)
+        finally:
+            self.rebuilding = False
+        REBUILT_BARS.inc(fed)
+        _REBUILD_SECONDS.observe(time.perf_counter() - start)
+        if fed:
+            logger.info("state rebuilt from %d bars of partitions %s in %.2fs", fed, _parts(partitions),
+                        time.perf_counter() - start)
+
+    def _replay_with_retries(self, partitions: list[TopicPartition]) -> int:
         backoff = Backoff(initial=1.0, cap=10.0)
         for attempt in range(1, _REBUILD_ATTEMPTS + 1):
             try:
                 committed = self.consumer.committed(partitions, timeout=30)
                 targets = {tp.partition: tp.offset for tp in committed}
-                fed = replay_partitions(self.settings, self.processor, targets)
-                break
+                return replay_partitions(self.settings, self.processor, targets, beat=self.health.beat)
             except (KafkaException, TimeoutError) as exc:
                 # Drop what a half-done replay built: the next attempt starts clean.
                 self.processor.drop_partitions({tp.partition for tp in partitions})
@@ -146,11 +161,12 @@ class AnalyticsApp:
                 logger.warning("state rebuild failed (attempt %d), retrying in %.1fs: %s", attempt, delay, exc)
                 self.health.beat()
                 time.sleep(delay)
-        REBUILT_BARS.inc(fed)
-        _REBUILD_SECONDS.observe(time.perf_counter() - start)
-        if fed:
-            logger.info("state rebuilt from %d bars of %d partitions in %.2fs", fed, len(targets),
-                        time.perf_counter() - start)
+        raise AssertionError("unreachable")
+
+    def check_ready(self) -> None:
+        """Readiness: not while a state rebuild is under way (its partitions emit nothing yet)."""
+        if self.rebuilding:
+            raise TransientError("rebuilding indicator state from raw")
 
     def _forget(self, partitions: list[TopicPartition]) -> None:
         self._commit_pending()  # the batch in hand is acknowledged and committed before the partitions go
