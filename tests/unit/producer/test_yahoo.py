@@ -23,6 +23,7 @@ import pandas as pd
 import pytest
 from curl_cffi import requests as curl_requests
 from curl_cffi.requests.exceptions import DNSError
+from prometheus_client import REGISTRY
 from yfinance import cache as yf_cache
 from yfinance.data import YfData
 from yfinance.exceptions import YFRateLimitError
@@ -451,9 +452,14 @@ def test_rate_limit_backs_off_then_recovers_without_raising(fake, caplog):
 
     source, clock, _ = source_on(fake, poll_interval=60, download=yf_on(fake, flip))
     stop = FakeStop(clock, max_waits=3)
+    before = {o: REGISTRY.get_sample_value("stockpipe_producer_yahoo_polls_total", {"outcome": o}) or 0
+              for o in ("ok", "failed")}
     with caplog.at_level(logging.WARNING, logger=LOGGER):
         bars = list(source.bars({}, stop))
     assert rows(bars) == GOLDEN_FIRST_POLL  # the clock moved on by the backoff; still the same closed bars
+    for outcome, n in (("ok", 1), ("failed", 2)):  # exported for Prometheus
+        assert REGISTRY.get_sample_value("stockpipe_producer_yahoo_polls_total", {"outcome": outcome}) == \
+            before[outcome] + n
     first, second, between_polls = stop.waits
     assert 2.5 <= first <= 5.0 and 5.0 <= second <= 10.0 and 0 < between_polls <= 60.0
     warnings = [r.getMessage() for r in caplog.records if "poll failed" in r.getMessage()]

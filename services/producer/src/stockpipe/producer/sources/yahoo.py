@@ -38,6 +38,7 @@ import msgspec
 import numpy as np
 import pandas as pd
 import yfinance as yf
+from prometheus_client import Counter
 from yfinance.exceptions import YFRateLimitError
 
 from stockpipe.common.errors import TransientError
@@ -58,6 +59,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+POLLS = Counter("stockpipe_producer_yahoo_polls", "Yahoo downloads of the live loop, by outcome", ["outcome"])
+INVALID_ROWS = Counter("stockpipe_producer_invalid_rows", "Rows from the source dropped as invalid bars")
 
 SOURCE = "yfinance"
 
@@ -372,6 +376,8 @@ class YahooSource:
         after = {s: resume[(s, self.interval)] for s in self.tickers if (s, self.interval) in resume}
         bars, invalid = frame_to_bars(frame, self.tickers, self.interval, now, after=after)
         self.stats.invalid_rows += invalid
+        INVALID_ROWS.inc(invalid)
+        POLLS.labels("ok").inc()
         return bars
 
     def _note_missing(self, missing: set[str]) -> None:
@@ -397,6 +403,7 @@ class YahooSource:
                 batch = self.poll(resume)
             except _RETRYABLE as exc:
                 self.stats.failures += 1
+                POLLS.labels("failed").inc()
                 delay = backoff.next_delay()
                 logger.warning("Yahoo poll failed (%s); retrying in %.1f s (%d in a row)",
                                _describe(exc), delay, backoff.failures)
