@@ -136,9 +136,6 @@ class Publisher:
                 MESSAGES_PRODUCED.labels(topic).inc(n)
             self._acked.clear()
 
-    def list_topics(self, timeout: float = 5.0) -> Any:
-        return self._producer.list_topics(timeout=timeout)
-
     def close(self, timeout: float = 10.0) -> None:
         """Flush what is queued (best effort) before the process exits."""
         try:
@@ -280,9 +277,6 @@ class BatchConsumer:
 
     def resume(self, partitions: list[TopicPartition] | None = None) -> None:
         self._consumer.resume(partitions if partitions is not None else self._consumer.assignment())
-
-    def seek(self, partition: TopicPartition) -> None:
-        self._consumer.seek(partition)
 
     def close(self) -> None:
         """Leave the group at once (its partitions move without waiting for a timeout)."""
