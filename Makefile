@@ -21,7 +21,7 @@ PORT_producer := 8001
 PORT_ingestor := 8002
 PORT_analytics := 8003
 
-.PHONY: help deps system-deps infra-up infra-down infra-status topics db-migrate run test test-unit lint bench clean
+.PHONY: help deps system-deps infra-up infra-down infra-status topics db-migrate run test test-unit lint images images-test bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -64,12 +64,18 @@ lint: deps ## ruff over the whole tree (settings in pyproject.toml)
 test-unit: deps ## unit tests only (no Kafka, no PostgreSQL)
 	$(PY) -m pytest tests/unit
 
+images: ## build the service images stockpipe-<service>:<version> and :latest (Docker + BuildKit; see deploy/docker)
+	@deploy/docker/build.sh $(SERVICES)
+
+images-test: system-deps images ## smoke-test the images in locked-down containers against a local Kafka + PostgreSQL
+	@SMOKE_LOCAL_DIR=$(LOCAL_DIR)/docker deploy/docker/smoke-test.sh
+
 bench: deps ## benchmarks (indicator engine, ingest vs COPY, analytics end to end); figures in bench/results/
 	$(PY) bench/indicators.py
 	$(PY) bench/ingest.py
 	$(PY) bench/analytics.py
 
 clean: ## stop local infrastructure (make run's, the tests', the benchmarks') and delete .venv and .local
-	@for d in $(LOCAL_DIR) $(LOCAL_DIR)/test $(LOCAL_DIR)/bench; do \
+	@for d in $(LOCAL_DIR) $(LOCAL_DIR)/test $(LOCAL_DIR)/bench $(LOCAL_DIR)/docker; do \
 		[ -d $$d ] && STOCKPIPE_LOCAL_DIR=$$d deploy/local/infra.sh down || true; done
 	rm -rf $(VENV) $(LOCAL_DIR)
