@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO / "tests" / "integration"))
 
 from stockpipe.common.messages import Bar, Codec, Indicators  # noqa: E402
 
-from harness import Stack, infra, metrics_of, wait_for  # noqa: E402
+from harness import Stack, bench_stack, metrics_of, wait_for  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
 
@@ -74,13 +74,9 @@ def main() -> int:
     args = parser.parse_args()
     n = int(args.rate * args.seconds)
 
-    state = REPO / ".local" / "bench"
-    env = infra("up", state)
-    workdir = state / "work"
-    workdir.mkdir(parents=True, exist_ok=True)
 
     # 1. Sustained at the offered rate, with latency.
-    stack = Stack(env, workdir).create()
+    stack = bench_stack()
     try:
         analytics = stack.start("analytics")
         analytics.wait_ready()
@@ -104,7 +100,7 @@ def main() -> int:
           f"p99 {pct(lat, .99) * 1000:.1f} ms, max {lat[-1] * 1000:.1f} ms")
 
     # 2. Catch-up on a backlog: the most analytics does through Kafka on this machine.
-    stack = Stack(env, workdir).create()
+    stack = bench_stack()
     try:
         stack.run_module("stockpipe.producer", timeout=900, **producer_env(args.backlog, 0, "2000-01-03T00:00:00Z"))
         analytics = stack.start("analytics")

@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO / "tests" / "integration"))
 
 from stockpipe.common.messages import Bar, Codec  # noqa: E402
 
-from harness import Stack, infra, wait_for  # noqa: E402
+from harness import Stack, bench_stack, wait_for  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
 
@@ -94,11 +94,7 @@ def main() -> int:
     args = parser.parse_args()
     n = args.bars
 
-    state = REPO / ".local" / "bench"
-    env = infra("up", state)
-    workdir = state / "work"
-    workdir.mkdir(parents=True, exist_ok=True)
-    stack = Stack(env, workdir).create()
+    stack = bench_stack()
     try:
         t0 = time.perf_counter()
         stack.run_module("stockpipe.producer", timeout=900, PRODUCER_SOURCE="synthetic", SYNTHETIC_RATE="0",

@@ -251,6 +251,15 @@ class Stack:
         return self.query(sql, params)[0][0]
 
 
+def bench_stack() -> Stack:
+    """A fresh stack on the benchmarks' own servers (state in .local/bench, started if needed)."""
+    state = REPO / ".local" / "bench"
+    env = infra("up", state)
+    workdir = state / "work"
+    workdir.mkdir(parents=True, exist_ok=True)
+    return Stack(env, workdir).create()
+
+
 def metrics_of(port: int) -> dict[tuple[str, tuple], float]:
     """The service's /metrics parsed: (sample name, sorted labels) -> value."""
     from prometheus_client.parser import text_string_to_metric_families
