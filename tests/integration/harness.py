@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg2
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer
 
 REPO = Path(__file__).resolve().parents[2]
 INFRA = REPO / "deploy" / "local" / "infra.sh"
@@ -212,29 +212,32 @@ class Stack:
         assert producer.flush(30) == 0
         return n
 
+    def produce_keyed(self, kind: str, items: Iterable[tuple[bytes | None, bytes | None]]) -> int:
+        """Produce ``(key, value)`` pairs in order (one key stays in one partition)."""
+        producer = Producer({"bootstrap.servers": self.bootstrap, "enable.idempotence": True, "linger.ms": 5})
+        n = 0
+        for key, value in items:
+            producer.produce(self.topic(kind), value, key)
+            n += 1
+            if n % 10_000 == 0:
+                producer.poll(0)
+        assert producer.flush(30) == 0
+        return n
+
     def consume_all(self, kind: str, timeout: float = 10.0) -> list:
-        """Every message on the topic (from the start to the current end)."""
-        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "test-" + uuid.uuid4().hex,
-                             "enable.auto.commit": False, "enable.partition.eof": True})
+        """Every message on the topic (from the start to the current end), per partition in order."""
+        from stockpipe.common.reader import BEGINNING, END, read_partitions
+        from stockpipe.common.settings import CommonSettings
+
+        settings = CommonSettings(kafka_bootstrap_servers=self.bootstrap, service_name="test")
         topic = self.topic(kind)
-        meta = consumer.list_topics(topic, timeout=10)
-        parts = list(meta.topics[topic].partitions)
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in parts}
-        consumer.assign([TopicPartition(topic, p, lo) for p, (lo, hi) in ends.items()])
-        pending = {p for p, (lo, hi) in ends.items() if hi > lo}
-        out = []
-        deadline = time.monotonic() + timeout
-        while pending and time.monotonic() < deadline:
-            for msg in consumer.consume(10_000, 0.5):
-                if msg.error():
-                    if msg.error().code() == -191:  # partition EOF
-                        pending.discard(msg.partition())
-                    continue
-                out.append(msg)
-                if msg.offset() + 1 >= ends[msg.partition()][1]:
-                    pending.discard(msg.partition())
-        consumer.close()
-        assert not pending, f"could not read all of {topic}"
+        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "test-meta"})
+        try:
+            parts = list(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
+        finally:
+            consumer.close()
+        out: list = []
+        read_partitions(settings, topic, {p: (BEGINNING, END) for p in parts}, out.append, timeout=timeout)
         return out
 
     # -- PostgreSQL
@@ -244,6 +247,15 @@ class Stack:
             with conn.cursor() as cur:
                 cur.execute(sql, params)
                 return cur.fetchall()
+        finally:
+            conn.close()
+
+    def execute(self, sql: str, params: tuple = ()) -> None:
+        """Run a statement and commit it."""
+        conn = psycopg2.connect(self.dsn)
+        try:
+            with conn, conn.cursor() as cur:
+                cur.execute(sql, params)
         finally:
             conn.close()
 

@@ -8,19 +8,27 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from stockpipe.analytics import app as app_module
-from stockpipe.analytics.app import AnalyticsApp, StateRebuildFailed
+from stockpipe.analytics.app import AnalyticsHandler, StateRebuildFailed
 from stockpipe.analytics.settings import AnalyticsSettings
 from stockpipe.common.errors import TransientError
 from stockpipe.common.http import Health
 from stockpipe.common.kafka import Publisher
 from stockpipe.common.lifecycle import Shutdown
 from stockpipe.common.messages import Bar
+from stockpipe.common.progress import Progress
 
 
-def make_app() -> AnalyticsApp:
+class FakeConsumer:
+    """Only ``committed``, which the rebuild asks the group for."""
+
+    def __init__(self, committed) -> None:
+        self.committed = committed
+
+
+def make_app() -> AnalyticsHandler:
     # Port 9 on loopback: nothing listens; librdkafka only connects when used.
     settings = AnalyticsSettings(kafka_bootstrap_servers="127.0.0.1:9")
-    return AnalyticsApp(settings, Publisher(settings), Health(), Shutdown())
+    return AnalyticsHandler(settings, Publisher(settings), Health(), Shutdown(), Progress("x", 0))
 
 
 def test_a_rebuild_that_keeps_failing_stops_the_process_instead_of_consuming_without_state(
@@ -35,10 +43,9 @@ def test_a_rebuild_that_keeps_failing_stops_the_process_instead_of_consuming_wit
         calls.append(partitions)
         raise KafkaException(KafkaError(KafkaError._TIMED_OUT))
 
-    monkeypatch.setattr(app.consumer, "committed", committed)
-    monkeypatch.setattr(app_module.time, "sleep", lambda s: None)
+    monkeypatch.setattr(app.shutdown, "wait", lambda s: False)
     with pytest.raises(StateRebuildFailed, match="partitions 3"):
-        app._rebuild([TopicPartition("raw", 3)])
+        app.on_assign([TopicPartition("raw", 3)], FakeConsumer(committed))
     assert len(calls) == app_module._REBUILD_ATTEMPTS
     assert not isinstance(StateRebuildFailed("x"), KafkaException)  # the loop must not retry past it
     assert app.processor.series == {}  # nothing half-built is kept
@@ -56,7 +63,6 @@ def test_a_rebuild_that_recovers_goes_on(monkeypatch: pytest.MonkeyPatch) -> Non
             raise failure
         return [TopicPartition("raw", 0, -1001)]  # nothing committed yet: nothing to replay
 
-    monkeypatch.setattr(app.consumer, "committed", committed)
-    monkeypatch.setattr(app_module.time, "sleep", lambda s: None)
-    app._rebuild([TopicPartition("raw", 0)])
+    monkeypatch.setattr(app.shutdown, "wait", lambda s: False)
+    app.on_assign([TopicPartition("raw", 0)], FakeConsumer(committed))
     app.check_ready()  # ready again

@@ -5,8 +5,10 @@
   retry loop (see :mod:`stockpipe.common.lifecycle`) waits the outage out.
 - :class:`TableWriter` writes a batch of rows idempotently (the DESIGN's "all writes are
   idempotent upserts"). It COPYs straight into the table, which is the fastest way in, and
-  falls back to COPY into a temporary staging table plus ``INSERT ... ON CONFLICT DO UPDATE``
-  when the batch conflicts with rows already there (a replay). After a conflict it stays on
+  falls back to COPY into a temporary staging table plus ``INSERT ... ON CONFLICT DO NOTHING``
+  when the batch conflicts with rows already there (a replay). The first row of a key wins,
+  in the table as within a batch: messages on stockpipe's topics are final, so a re-sent
+  one with other values changes nothing (DESIGN.md), as in analytics. After a conflict it stays on
   the upsert path for a while, so a long replay does not pay for a failed COPY each batch.
 """
 
@@ -30,13 +32,27 @@ import psycopg2.pool
 from stockpipe.common.errors import TransientError
 from stockpipe.common.settings import CommonSettings
 
-__all__ = ["Database", "TableWriter", "copy_field", "copy_line", "copy_text", "is_transient"]
+__all__ = ["Database", "TableWriter", "copy_field", "copy_line", "copy_text", "is_transient", "is_data_error"]
 
 logger = logging.getLogger(__name__)
 
 
+# SQLSTATE classes that blame the data, not the server: 22 data exception (a value out of
+# range, a character the encoding refuses), 23 integrity constraint violation, 54 program
+# limit exceeded (a row too large for an index).
+_DATA_CLASSES = ("22", "23", "54")
+
+
+def is_data_error(exc: BaseException) -> bool:
+    """Whether PostgreSQL refused the rows themselves: retrying the same rows cannot help."""
+    code = getattr(exc, "pgcode", None)
+    return isinstance(exc, psycopg2.Error) and code is not None and code[:2] in _DATA_CLASSES
+
+
 def is_transient(exc: BaseException) -> bool:
-    """Whether a database error means "the server or network is gone", not "bad SQL"."""
+    """Whether a database error means "the server or network is gone", not "bad SQL" or "bad data"."""
+    if is_data_error(exc):
+        return False
     if isinstance(exc, (psycopg2.OperationalError, psycopg2.InterfaceError)):
         return True
     # Raised while the server restarts or fails over.
@@ -207,7 +223,6 @@ class TableWriter:
         self._key_at = [self.columns.index(k) + offset for k in self.key]
         q = {c: f'"{c}"' for c in self.columns}  # "interval" is an SQL keyword
         cols = ", ".join(q.values())
-        updates = [q[c] for c in self.columns if c not in self.key]
         self._stage = f"_stage_{table}"
         self._create_stage = (
             f"CREATE TEMP TABLE IF NOT EXISTS {self._stage} "
@@ -215,15 +230,10 @@ class TableWriter:
         )
         self._copy_direct = f"COPY {table} ({cols}) FROM STDIN"
         self._copy_stage = f"COPY {self._stage} ({cols}) FROM STDIN"
-        if updates:
-            assign = ", ".join(f"{c} = EXCLUDED.{c}" for c in updates)
-            changed = " OR ".join(f"{table}.{c} IS DISTINCT FROM EXCLUDED.{c}" for c in updates)
-            action = f"DO UPDATE SET {assign} WHERE {changed}"  # identical replays write nothing
-        else:
-            action = "DO NOTHING"
+        # The first row of a key wins (messages are final): a re-sent row changes nothing.
         self._merge = (
             f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {self._stage} "
-            f"ON CONFLICT ({', '.join(q[c] for c in self.key)}) {action}"
+            f"ON CONFLICT ({', '.join(q[c] for c in self.key)}) DO NOTHING"
         )
         self._upsert_batches_left = 0
 
@@ -231,12 +241,15 @@ class TableWriter:
         return copy_text(rows, plain=self.plain, versioned=self.versioned)
 
     def unique(self, rows: Sequence[Sequence[Any]]) -> list[Sequence[Any]]:
-        """One row per key, the last one winning (rows are in arrival order)."""
+        """One row per key, the first one winning (rows are in arrival order)."""
         at = self._key_at
-        return list({tuple(r[i] for i in at): r for r in rows}.values())
+        first: dict[tuple, Sequence[Any]] = {}
+        for r in rows:
+            first.setdefault(tuple(r[i] for i in at), r)
+        return list(first.values())
 
     def write(self, cur: psycopg2.extensions.cursor, rows: Sequence[Sequence[Any]], text: bytes | None = None) -> None:
-        """Write ``rows`` idempotently; a key repeated within ``rows`` keeps its last row.
+        """Write ``rows`` idempotently; the first row of a key wins (stored, then in ``rows``).
 
         ``text``: the rows already formatted by :meth:`format` (done ahead, off this thread).
         Call it at most once per table per transaction: the staging table empties on commit.

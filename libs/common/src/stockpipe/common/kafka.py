@@ -103,12 +103,14 @@ class Publisher:
                 + (f" (first: {failed[0]})" if failed else "")
             )
 
-    def flush_patiently(self, stop: threading.Event, beat: Callable[[], None] = lambda: None) -> bool:
+    def flush_patiently(self, stop: threading.Event, beat: Callable[[], None] = lambda: None,
+                        deadline: float | None = None) -> bool:
         """Wait until every queued message is acknowledged, however long Kafka is away.
 
         For a publisher made with ``message.timeout.ms=0`` (retry forever), which cannot
-        lose a message to a timeout: an outage is waited out, beating liveness. Returns
-        False if ``stop`` was set first (the caller then exits without committing its input).
+        lose a message to a timeout: an outage is waited out, beating liveness. Once ``stop``
+        is set it goes on waiting until ``deadline`` (a ``time.monotonic()`` value; none:
+        stop at once) and then returns False: the caller exits without committing its input.
         A permanent delivery failure (unknown topic, oversized message) is a bug and raises.
         """
         waited = False
@@ -127,7 +129,7 @@ class Publisher:
                 logger.warning("Kafka has not acknowledged %d messages yet: waiting", remaining)
                 waited = True
             beat()
-            if stop.is_set():
+            if stop.is_set() and (deadline is None or time.monotonic() >= deadline):
                 return False
 
     def _drain_acks(self) -> None:
@@ -298,18 +300,36 @@ def _fmt(partitions: list[TopicPartition]) -> str:
     return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "none"
 
 
+# A dead-lettered copy must fit in one Kafka message with its headers: the producer's
+# message.max.bytes (1,000,000 by default) less room for the key and headers.
+DLQ_MAX_VALUE = 900_000
+_DLQ_ERROR_MAX = 2_000  # bytes of the reason kept in the ``error`` header
+
+
 def dead_letter(publisher: Publisher, dlq_topic: str, msg: Message, error: InvalidMessage) -> None:
-    """Send ``msg``'s bytes, unchanged, to the dead-letter topic with the reason in headers."""
+    """Send ``msg``'s bytes, unchanged, to the dead-letter topic with the reason in headers.
+
+    Never raises for the message's sake: a value too large to go on with headers is cut to
+    its first :data:`DLQ_MAX_VALUE` bytes and the header ``truncated`` gives the original
+    size; an oversized key is dropped the same way (``key_truncated``).
+    """
+    value, key = msg.value(), msg.key()
     headers = [
-        ("error", str(error).encode()[:4096]),
+        ("error", str(error).encode("utf-8", "replace")[:_DLQ_ERROR_MAX]),
         ("source_topic", msg.topic().encode()),
         ("source_partition", str(msg.partition()).encode()),
         ("source_offset", str(msg.offset()).encode()),
     ]
-    publisher.publish(dlq_topic, msg.value(), msg.key(), headers=headers)
+    if value is not None and len(value) > DLQ_MAX_VALUE:
+        headers.append(("truncated", str(len(value)).encode()))
+        value = value[:DLQ_MAX_VALUE]
+    if key is not None and len(key) > 10_000:
+        headers.append(("key_truncated", str(len(key)).encode()))
+        key = key[:10_000]
+    publisher.publish(dlq_topic, value, key, headers=headers)
     DLQ_MESSAGES.labels(error.reason).inc()
     logger.warning(
-        "message rejected to %s: %s", dlq_topic, error,
+        "message rejected to %s: %s", dlq_topic, str(error)[:500],
         extra={"topic": msg.topic(), "partition": msg.partition(), "offset": msg.offset()},
     )
 

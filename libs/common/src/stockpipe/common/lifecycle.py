@@ -8,6 +8,7 @@ Kubernetes' grace period. A second signal exits at once.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import signal
@@ -27,10 +28,22 @@ logger = logging.getLogger(__name__)
 
 
 class Shutdown:
-    """A stop flag set by SIGTERM/SIGINT; ``wait()`` doubles as an interruptible sleep."""
+    """A stop flag set by SIGTERM/SIGINT, with the deadline ``SHUTDOWN_TIMEOUT`` sets.
 
-    def __init__(self) -> None:
+    Loops check :attr:`requested` between units of work and :meth:`remaining` while they
+    settle what is in hand. Whatever a dependency does meanwhile (a broker that does not
+    answer a final flush, a client library's close that waits), the process exits 0 at the
+    deadline: what was not committed by then is simply read again on the next start.
+    ``wait()`` doubles as an interruptible sleep.
+    """
+
+    # Loops aim to be done this long before the hard exit, so they usually finish cleanly.
+    _MARGIN = 1.5
+
+    def __init__(self, timeout: float = 10.0) -> None:
         self.event = threading.Event()
+        self.timeout = timeout
+        self._requested_at: float | None = None
         self._signals = 0
 
     def install(self) -> Shutdown:
@@ -43,15 +56,36 @@ class Shutdown:
         if self._signals > 1:
             logger.warning("second %s: exiting now", signal.Signals(signum).name)
             os._exit(1)
-        logger.info("%s received: finishing the batch in hand, then stopping", signal.Signals(signum).name)
+        logger.info("%s received: finishing the batch in hand, then stopping (at most %gs)",
+                    signal.Signals(signum).name, self.timeout)
+        self._requested_at = time.monotonic()
+        watchdog = threading.Timer(self.timeout, self._force_exit)
+        watchdog.daemon = True
+        watchdog.start()
         self.event.set()
 
-    def request(self) -> None:
-        self.event.set()
+    def _force_exit(self) -> None:
+        logger.warning("still stopping after SHUTDOWN_TIMEOUT=%gs: exiting now; what was not committed is read "
+                       "again on the next start", self.timeout)
+        logging.shutdown()
+        os._exit(0)
 
     @property
     def requested(self) -> bool:
         return self.event.is_set()
+
+    @property
+    def deadline(self) -> float:
+        """``time.monotonic()`` by which a stopping loop should be done (inf while running)."""
+        if self._requested_at is None:
+            if not self.event.is_set():
+                return math.inf
+            self._requested_at = time.monotonic()  # set without a signal (tests): from now on
+        return self._requested_at + max(0.0, self.timeout - self._MARGIN)
+
+    def remaining(self) -> float:
+        """Seconds left before :attr:`deadline` (inf while no shutdown is requested)."""
+        return self.deadline - time.monotonic()
 
     def wait(self, seconds: float) -> bool:
         """Sleep up to ``seconds``; True as soon as shutdown is requested."""

@@ -27,7 +27,7 @@ class Runtime:
     def __init__(self, settings: CommonSettings, *, serve_http: bool = True) -> None:
         configure(settings.log_level, settings.log_format, settings.service_name)
         self.settings = settings
-        self.shutdown = Shutdown().install()
+        self.shutdown = Shutdown(settings.shutdown_timeout).install()
         self.health = Health(settings.liveness_timeout)
         self.http = HealthServer(self.health, settings.http_host, settings.http_port) if serve_http else None
 

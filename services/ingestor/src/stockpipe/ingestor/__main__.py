@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from stockpipe.common.consume import ConsumeLoop
 from stockpipe.common.db import Database
 from stockpipe.common.kafka import Publisher, kafka_check
 from stockpipe.common.lifecycle import run_main
+from stockpipe.common.progress import Progress
 from stockpipe.common.runtime import Runtime
 from stockpipe.common.settings import load
-from stockpipe.ingestor.app import Ingestor
+from stockpipe.ingestor.app import IngestHandler
 from stockpipe.ingestor.settings import IngestorSettings
 
 
@@ -17,11 +19,20 @@ def main() -> int:
         db = Database(settings)
         rt.health.add_check("kafka", kafka_check(settings))
         rt.health.add_check("postgres", db.check)
-        ingestor = Ingestor(settings, db, Publisher(settings), rt.health, rt.shutdown)
+        progress = Progress("stored", settings.progress_interval)
+        handler = IngestHandler(settings, db, progress)
+        # Retry forever: a dead-lettered copy is never dropped by a timeout while Kafka is away.
+        publisher = Publisher(settings, **{"message.timeout.ms": 0})
+        loop = ConsumeLoop(settings, settings.ingestor_group_id, list(handler.sinks), handler,
+                           publisher=publisher, health=rt.health, shutdown=rt.shutdown,
+                           batch_size=settings.ingestor_batch_size, batch_timeout=settings.ingestor_batch_timeout,
+                           progress=progress)
         try:
-            ingestor.run()
+            loop.run()
         finally:
-            ingestor.close()
+            loop.close()
+            publisher.close(timeout=max(0.5, min(5.0, rt.shutdown.remaining())))
+            db.close()
     return 0
 
 

@@ -2,7 +2,7 @@
 
 A sink decodes a message into its v1 model and appends its rows (tuples in column order)
 to the batch. The table writer turns a batch into COPY text; a key repeated within a
-batch keeps its last row.
+batch keeps its first row (messages are final: the first one wins, DESIGN.md).
 """
 
 from __future__ import annotations
