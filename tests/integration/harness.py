@@ -182,6 +182,7 @@ class Stack:
         conn.close()
 
     def run_module(self, module: str, *args: str, timeout: float = 120, **env: Any) -> subprocess.CompletedProcess:
+        env.setdefault("HTTP_PORT", "0")  # any free port: 8000 may be taken by another process
         proc = subprocess.run([sys.executable, "-m", module, *args], env=self.env(**env),
                               capture_output=True, text=True, timeout=timeout)
         if proc.returncode != 0:

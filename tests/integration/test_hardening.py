@@ -28,6 +28,14 @@ def bar(symbol: str, i: int, close: float = 10.5) -> bytes:
                            low=close - 0.5, close=close, volume=100, source="synthetic"))
 
 
+def consumed(port: int, topic: str) -> float:
+    """The service's stockpipe_messages_consumed_total for ``topic`` (0 before it serves HTTP)."""
+    try:
+        return metrics_of(port).get(("stockpipe_messages_consumed_total", (("topic", topic),)), 0)
+    except OSError:
+        return 0
+
+
 def rows(stack: Stack, table: str = "price_bars") -> int:
     return stack.scalar(f"SELECT count(*) FROM {table}")
 
@@ -134,14 +142,19 @@ def test_sigterm_during_a_long_state_rebuild_exits_0_in_time(stack: Stack) -> No
                      SYNTHETIC_START="2024-01-02T00:00:00Z", MAX_MESSAGES=str(n), SYNTHETIC_SYMBOLS="20",
                      COMPANIES="false")
     analytics = stack.start("analytics")
-    wait_for(lambda: metrics_of(analytics.port).get(("stockpipe_messages_consumed_total",
-                                                    (("topic", stack.topic("raw")),)), 0) >= n, 240,
-             interval=1.0, what="analytics through the backlog")
+    wait_for(lambda: consumed(analytics.port, stack.topic("raw")) >= n, 240, interval=1.0,
+             what="analytics through the backlog")
     assert analytics.terminate() == 0
     # Committed at the end: the next start replays all 300k bars to rebuild its state.
     again = stack.start("analytics")
-    wait_for(lambda: (r := http_get(again.port, "/readyz"))[0] == 503 and b"rebuilding" in r[1], 60,
-             interval=0.1, what="a rebuild under way")
+    def rebuilding() -> bool:
+        try:
+            code, body = http_get(again.port, "/readyz")
+        except OSError:
+            return False
+        return code == 503 and b"rebuilding" in body
+
+    wait_for(rebuilding, 60, interval=0.1, what="a rebuild under way")
     start = time.monotonic()
     assert again.terminate(timeout=15) == 0
     assert time.monotonic() - start < 10
@@ -161,9 +174,8 @@ def test_sigterm_while_kafka_cannot_acknowledge_exits_0_in_time(stack: Stack, tm
                            SYNTHETIC_START="2024-01-02T00:00:00Z", MAX_MESSAGES="200000", SYNTHETIC_SYMBOLS="20",
                            COMPANIES="false")
         analytics = private.start("analytics", ANALYTICS_BATCH_SIZE="500")
-        wait_for(lambda: metrics_of(analytics.port).get(
-            ("stockpipe_messages_consumed_total", (("topic", private.topic("raw")),)), 0) > 1000, 120,
-            interval=0.2, what="analytics under way")
+        wait_for(lambda: consumed(analytics.port, private.topic("raw")) > 1000, 120, interval=0.2,
+                 what="analytics under way")
         infra("down", kafka_state)  # outputs can no longer be acknowledged
         wait_for(lambda: "not acknowledged" in analytics.output() or "waiting" in analytics.output(), 60,
                  what="analytics waiting for Kafka")

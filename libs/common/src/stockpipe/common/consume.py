@@ -407,7 +407,7 @@ class ConsumeLoop:
         try:
             self.handler.close()
         finally:
-            self.consumer.close()
+            self.consumer.close(timeout=max(0.5, min(5.0, self.shutdown.remaining())))
 
 
 def replay_to_committed(

@@ -280,9 +280,17 @@ class BatchConsumer:
     def resume(self, partitions: list[TopicPartition] | None = None) -> None:
         self._consumer.resume(partitions if partitions is not None else self._consumer.assignment())
 
-    def close(self) -> None:
-        """Leave the group at once (its partitions move without waiting for a timeout)."""
-        self._consumer.close()
+    def close(self, timeout: float = 5.0) -> None:
+        """Leave the group at once (its partitions move without waiting for a timeout).
+
+        librdkafka's close waits for the group coordinator, which may be unreachable: it runs
+        on a helper thread given ``timeout`` seconds, after which the process goes on exiting.
+        """
+        closer = threading.Thread(target=self._consumer.close, name="consumer-close", daemon=True)
+        closer.start()
+        closer.join(timeout)
+        if closer.is_alive():
+            logger.warning("the consumer did not close within %.1fs (Kafka unreachable?): leaving anyway", timeout)
 
 
 def next_offsets(messages: Iterable[Message]) -> list[TopicPartition]:

@@ -59,7 +59,8 @@ class Shutdown:
         logger.info("%s received: finishing the batch in hand, then stopping (at most %gs)",
                     signal.Signals(signum).name, self.timeout)
         self._requested_at = time.monotonic()
-        watchdog = threading.Timer(self.timeout, self._force_exit)
+        # Half a second early: the exit itself (flushing logs, freeing memory) takes time.
+        watchdog = threading.Timer(max(0.1, self.timeout - 0.5), self._force_exit)
         watchdog.daemon = True
         watchdog.start()
         self.event.set()

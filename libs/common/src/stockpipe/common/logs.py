@@ -66,6 +66,35 @@ class _JsonFormatter(logging.Formatter):
         return mask_secrets(json.dumps(entry, default=str))
 
 
+class _Repeats(logging.Filter):
+    """Lets a librdkafka line through once per ``window`` seconds per kind of event.
+
+    While a broker is away, each client thread reports every reconnect attempt (several a
+    second): one line per event is what helps, a flood of identical ones is not. Lines are
+    grouped by librdkafka's facility and client (``FAIL [analytics#producer-2]``); how many
+    were held back is said on the next one let through.
+    """
+
+    def __init__(self, window: float = 30.0) -> None:
+        super().__init__()
+        self.window = window
+        self._seen: dict[str, tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        key = msg.split("]", 1)[0]  # "FAIL [analytics#producer-2"
+        last, held = self._seen.get(key, (0.0, 0))
+        if record.created - last < self.window:
+            self._seen[key] = (last, held + 1)
+            return False
+        if held:
+            record.msg, record.args = f"{msg} ({held} similar lines in the last {self.window:.0f}s)", None
+        self._seen[key] = (record.created, 0)
+        if len(self._seen) > 1000:  # bounded: facilities x clients is small in practice
+            self._seen.clear()
+        return True
+
+
 def configure(level: str = "info", fmt: str = "text", service: str = "stockpipe") -> None:
     """Route every logger to stdout in the chosen format; call once at start-up."""
     handler = logging.StreamHandler(sys.stdout)
@@ -79,3 +108,5 @@ def configure(level: str = "info", fmt: str = "text", service: str = "stockpipe"
     # Third-party chatter that would drown the service's own lines at INFO.
     for noisy in ("yfinance", "urllib3", "peewee", "yoyo"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    rdkafka = logging.getLogger("librdkafka")
+    rdkafka.filters[:] = [_Repeats()]

@@ -143,4 +143,5 @@ class IngestHandler(Handler):
         return self._isolate(messages[:mid]) + self._isolate(messages[mid:])
 
     def close(self) -> None:
-        self._writer.shutdown(wait=True, cancel_futures=True)
+        # A write still running (the database away at shutdown) is abandoned: it was never committed.
+        self._writer.shutdown(wait=False, cancel_futures=True)
