@@ -21,7 +21,7 @@ PORT_producer := 8001
 PORT_ingestor := 8002
 PORT_analytics := 8003
 
-.PHONY: help deps system-deps infra-up infra-down infra-status topics db-migrate run test test-unit lint images images-test bench clean
+.PHONY: help deps system-deps infra-up infra-down infra-status topics db-migrate run test test-unit lint images images-test bench soak clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -74,6 +74,9 @@ bench: deps ## benchmarks (indicator engine, ingest vs COPY, analytics end to en
 	$(PY) bench/indicators.py
 	$(PY) bench/ingest.py
 	$(PY) bench/analytics.py
+
+soak: deps ## 10 minutes at 5,000 bars/s through producer, analytics, ingestor: memory, lag, latency (bench/results/soak.json)
+	$(PY) bench/soak.py
 
 clean: ## stop local infrastructure (make run's, the tests', the benchmarks') and delete .venv and .local
 	@for d in $(LOCAL_DIR) $(LOCAL_DIR)/test $(LOCAL_DIR)/bench $(LOCAL_DIR)/docker; do \
