@@ -49,7 +49,7 @@ def test_real_world_symbols_are_valid(symbol: str) -> None:
         (GOOD.replace(b',"close":11.0', b""), "missing_field"),
         (GOOD.replace(b'"open":10.0', b'"open":-10.0'), "invalid_field"),
         (GOOD.replace(b'"open":10.0', b'"open":0'), "invalid_field"),
-        (GOOD.replace(b'"open":10.0', b'"open":1e999'), "invalid_field"),
+        (GOOD.replace(b'"open":10.0', b'"open":1e999'), "out_of_range"),
         (GOOD.replace(b'"high":12.0', b'"high":9.0'), "inconsistent"),  # high < low
         (GOOD.replace(b'"low":9.5', b'"low":10.5'), "inconsistent"),  # low > open
         (GOOD.replace(b'"high":12.0', b'"high":10.5'), "inconsistent"),  # high < close

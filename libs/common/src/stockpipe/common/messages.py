@@ -1,24 +1,76 @@
 """Version 1 of the messages on stockpipe's topics (DESIGN.md, "Message schema").
 
 Each message is a frozen :mod:`msgspec` Struct: decoding JSON straight into it validates
-types and constraints in one pass (about 0.5 µs for a bar), and encoding is as fast.
-Unknown fields are ignored (forward compatible); a missing required field is invalid.
+types and constraints in one pass, and encoding is as fast. Unknown fields are ignored
+(forward compatible); a missing required field, ``v`` included, is invalid.
 
 >>> codec = Codec(Bar)
 >>> bar = codec.decode(raw_bytes)      # raises InvalidMessage with a reason
 >>> codec.encode(bar)                  # bytes
+
+What decoding guarantees: everything the tables can hold and the indicator state can use.
+
+- Names match in full (``fullmatch``: ``"AAPL\\n"`` is not AAPL): symbol
+  :data:`SYMBOL_PATTERN`, interval :data:`INTERVAL_PATTERN`, alert rule :data:`RULE_PATTERN`;
+  an alert ``id`` is a UUID in canonical form (36 lower-case characters).
+- Text has no NUL and no control characters (C0, DEL, C1; PostgreSQL ``text`` refuses NUL) and a
+  bounded length (alert message :data:`MAX_TEXT`, rule and model 64); lone surrogates are
+  malformed JSON already.
+- Prices (bar open/high/low/close, indicators' close) lie in :data:`PRICE_RANGE`
+  (1e-8 .. 1e9: a millionth of a cent up to a billion per unit, beyond any real quote;
+  BRK-A is ~1e6, the smallest crypto tokens ~1e-8); ``low <= min(open, close)`` and
+  ``max(open, close) <= high``. Within that range every ratio between two closes is
+  within 1e-17 .. 1e17, which keeps every indicator finite (see
+  :mod:`stockpipe.analytics.indicators`). Volume is an integer in 0 .. :data:`MAX_VOLUME`
+  (1e15 shares or coins per bar, ~10,000x the busiest day of any market; a bigint holds it).
+  Other floats are finite (JSON cannot spell NaN; ``1e999`` is out of range); RSI in
+  0..100, volatility >= 0, a forecast's ``level`` in (0, 1), ``lo <= hi``.
+- Times are RFC 3339 with an offset and are normalised to UTC at decode (``+01:00`` is
+  valid and comes out as the same instant in UTC). A bar, indicator or alert ``ts`` is
+  aligned to its interval's grid (:func:`interval_grid`: the interval itself up to 15
+  minutes, a quarter hour for longer bars, whose sessions start at 09:30 New York or 09:15
+  Mumbai, and whose days start at the exchange's midnight), not before 1900, and at most one
+  interval plus the clock-skew tolerance ahead of the wall clock. A forecast's ``made_at``
+  is at most the tolerance ahead; its points (1 .. :data:`MAX_FORECAST_POINTS`) are aligned,
+  strictly increasing, and at most ``len(points)`` intervals (plus the tolerance) after
+  ``made_at``: a forecast looks ahead by design, but not without bound.
+- A message is at most :data:`MAX_MESSAGE_BYTES` long.
+
+The clock-skew tolerance is :data:`DEFAULT_CLOCK_SKEW_TOLERANCE` seconds until
+:func:`set_clock_skew_tolerance` changes it; :func:`stockpipe.common.settings.load` calls it
+with the ``CLOCK_SKEW_TOLERANCE`` setting of every service, so one variable sets it.
+
+Reasons (``InvalidMessage.reason``, the ``reason`` label of ``stockpipe_dlq_messages_total``):
+
+==============  =================================================================
+``empty``       no value (a tombstone), or an empty required text or list
+``malformed``   not JSON (bad syntax, invalid UTF-8, lone surrogates, nesting too deep)
+``too_large``   over MAX_MESSAGE_BYTES, or a text or list over its length bound
+``missing_field``  a required field is missing (``v`` included)
+``invalid_field``  wrong type or value: a name not matching its pattern, text with
+                control characters, an id that is not a canonical UUID, a zero or
+                negative price or volume, an unknown ``v`` or source, a naive time
+``out_of_range``   a number beyond its plausible range (prices, volume, 64-bit integers,
+                ``1e999``) or a time before 1900 (or beyond year 9999 in UTC)
+``inconsistent``   fields that contradict each other: high < low, lo > hi, forecast
+                points out of order
+``unaligned``   a ts off its interval's grid
+``future``      a ts too far ahead of the wall clock
+==============  =================================================================
 """
 
 from __future__ import annotations
 
 import math
 import re
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Generic, Literal, TypeVar
 
 import msgspec
 from msgspec import Meta
+from msgspec.structs import force_setattr
 
 from stockpipe.common.errors import InvalidMessage
 
@@ -26,6 +78,15 @@ __all__ = [
     "SCHEMA_VERSION",
     "SYMBOL_PATTERN",
     "INTERVAL_PATTERN",
+    "RULE_PATTERN",
+    "PRICE_RANGE",
+    "MAX_VOLUME",
+    "MAX_TEXT",
+    "MAX_FORECAST_POINTS",
+    "MAX_MESSAGE_BYTES",
+    "MIN_TS",
+    "DEFAULT_CLOCK_SKEW_TOLERANCE",
+    "REASONS",
     "Bar",
     "Indicators",
     "Alert",
@@ -35,6 +96,9 @@ __all__ = [
     "DECODE_ERRORS",
     "alert_id",
     "interval_length",
+    "interval_grid",
+    "set_clock_skew_tolerance",
+    "clock_skew_tolerance",
     "INDICATOR_FIELDS",
 ]
 
@@ -42,37 +106,154 @@ SCHEMA_VERSION = 1
 SYMBOL_PATTERN = r"^[A-Z0-9][A-Z0-9.^=-]{0,14}$"
 # yfinance's intervals: 1m 2m 5m 15m 30m 60m 90m 1h 1d 5d 1wk 1mo 3mo.
 INTERVAL_PATTERN = r"^[1-9][0-9]{0,3}(m|h|d|wk|mo)$"
+RULE_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
+PRICE_RANGE = (1e-8, 1e9)
+MAX_VOLUME = 10**15
+MAX_TEXT = 1000              # characters of an alert message: a few lines' worth
+MAX_FORECAST_POINTS = 1000   # steps of one forecast run (a day of 1m bars is 390-1440)
+# Far below Kafka's 1 MiB default: the largest honest message, a 1,000-point forecast, is
+# ~100 KB; anything bigger is not ours, and a dead-letter copy of it still fits a produce.
+MAX_MESSAGE_BYTES = 256 * 1024
+MIN_TS = datetime(1900, 1, 1, tzinfo=UTC)  # older market data does not exist
+DEFAULT_CLOCK_SKEW_TOLERANCE = 60.0  # seconds; NTP keeps hosts within milliseconds
+REASONS = ("empty", "malformed", "too_large", "missing_field", "invalid_field", "out_of_range",
+           "inconsistent", "unaligned", "future")
 
-# Symbols and intervals are checked against their patterns in __post_init__ through a
-# cache of names already seen valid: the same few thousand names repeat in every message,
-# and a regex match per field was a third of the decoding time.
-Symbol = Annotated[str, Meta(min_length=1, max_length=15)]
-Interval = Annotated[str, Meta(min_length=2, max_length=6)]
-_SYMBOL_RE = re.compile(SYMBOL_PATTERN)
-_INTERVAL_RE = re.compile(INTERVAL_PATTERN)
+# Patterns as the docs show them; checked with fullmatch (``$`` alone would allow "AAPL\n").
+_SYMBOL_RE = re.compile(SYMBOL_PATTERN[1:-1])
+_INTERVAL_RE = re.compile(INTERVAL_PATTERN[1:-1])
+_RULE_RE = re.compile(RULE_PATTERN[1:-1])
+# C0 controls (NUL included), DEL, C1 controls, and surrogates (only reachable from Python:
+# JSON decoding already refuses a lone surrogate).
+_BAD_TEXT = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_UUID = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z"
+
+# Symbols, intervals and rules are checked in __post_init__ through a cache of names already
+# seen valid: the same few thousand names repeat in every message, and a regex match per
+# field was a third of the decoding time.
 _valid_symbols: set[str] = set()
 _valid_intervals: set[str] = set()
+_valid_rules: set[str] = set()
 _MAX_CACHED = 200_000  # names; a bound on memory if a feed invents symbols
 
 
 def _check_names(symbol: str, interval: str) -> None:
     if symbol not in _valid_symbols:
-        if not _SYMBOL_RE.match(symbol):
-            raise ValueError(f"symbol {symbol!r} does not match {SYMBOL_PATTERN}")
+        if not _SYMBOL_RE.fullmatch(symbol):
+            raise ValueError(f"invalid_field: symbol {symbol[:40]!r} does not match {SYMBOL_PATTERN}")
         if len(_valid_symbols) >= _MAX_CACHED:
             _valid_symbols.clear()
         _valid_symbols.add(symbol)
     if interval not in _valid_intervals:
-        if not _INTERVAL_RE.match(interval):
-            raise ValueError(f"interval {interval!r} does not match {INTERVAL_PATTERN}")
+        if not _INTERVAL_RE.fullmatch(interval):
+            raise ValueError(f"invalid_field: interval {interval[:40]!r} does not match {INTERVAL_PATTERN}")
         _valid_intervals.add(interval)
-Price = Annotated[float, Meta(gt=0)]
+
+
+def _check_text(name: str, text: str) -> None:
+    bad = _BAD_TEXT.search(text)
+    if bad:
+        raise ValueError(f"invalid_field: {name} holds control character {bad.group()!r} at {bad.start()}")
+
+
+# --- time ---------------------------------------------------------------------------------
+
+_UNITS = {"m": timedelta(minutes=1), "h": timedelta(hours=1), "d": timedelta(days=1),
+          "wk": timedelta(weeks=1), "mo": timedelta(days=31)}
+_QUARTER_HOUR = 900.0
+_MIN_T = MIN_TS.timestamp()
+_tolerance = DEFAULT_CLOCK_SKEW_TOLERANCE
+_time_rules: dict[str, tuple[float, float, float]] = {}  # interval -> (grid s, length s, max s ahead)
+_clock = time.time  # the wall clock (a module global so a test can move it)
+
+
+def interval_length(interval: str) -> timedelta:
+    """Length of a bar interval such as ``"1m"`` or ``"1d"`` (a month counts as 31 days)."""
+    digits = len(interval) - len(interval.lstrip("0123456789"))
+    return int(interval[:digits]) * _UNITS[interval[digits:]]
+
+
+def interval_grid(interval: str) -> float:
+    """Seconds a ``ts`` of this interval is a multiple of (since the Unix epoch).
+
+    The interval itself up to 15 minutes (1m, 5m, 15m bars start on their own grid in every
+    market); a quarter hour for longer bars: hourly bars start with the session (09:30 New
+    York is 14:30Z, 09:15 Mumbai 03:45Z) and daily bars at the exchange's midnight, which is
+    a quarter hour in every time zone.
+    """
+    return min(interval_length(interval).total_seconds(), _QUARTER_HOUR)
+
+
+def set_clock_skew_tolerance(seconds: float) -> None:
+    """How far (seconds) a ts may be ahead of the wall clock beyond what its kind allows."""
+    global _tolerance
+    if not (isinstance(seconds, (int, float)) and 0 <= seconds < math.inf):
+        raise ValueError(f"clock skew tolerance must be a finite number >= 0, got {seconds!r}")
+    _tolerance = float(seconds)
+    _time_rules.clear()
+
+
+def clock_skew_tolerance() -> float:
+    """The clock-skew tolerance in seconds now in force."""
+    return _tolerance
+
+
+def _time_rule(interval: str) -> tuple[float, float, float]:
+    length = interval_length(interval).total_seconds()
+    rule = _time_rules[interval] = (min(length, _QUARTER_HOUR), length, length + _tolerance)
+    return rule
+
+
+def _iso(t: float) -> str:
+    try:
+        return datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
+    except (OverflowError, ValueError, OSError):
+        return repr(t)
+
+
+def _utc(obj: msgspec.Struct, name: str, ts: datetime) -> float:
+    """Normalise ``obj.name`` to UTC in place; return it in seconds since the epoch."""
+    if ts.tzinfo is not UTC:
+        if ts.tzinfo is None:  # only from Python: decoding refuses a time without an offset
+            raise ValueError(f"invalid_field: {name} {ts.isoformat()} has no UTC offset")
+        try:
+            ts = ts.astimezone(UTC)
+        except (OverflowError, ValueError):
+            raise ValueError(f"out_of_range: {name} {ts.isoformat()} is outside years 1..9999 in UTC") from None
+        force_setattr(obj, name, ts)
+    t = ts.timestamp()
+    if t < _MIN_T:
+        raise ValueError(f"out_of_range: {name} {_iso(t)} is before 1900")
+    return t
+
+
+def _check_bar_time(obj: msgspec.Struct, ts: datetime, interval: str) -> None:
+    """UTC, on the interval's grid, at most one interval plus the tolerance ahead of now."""
+    t = _utc(obj, "ts", ts)
+    grid, _, ahead = _time_rules.get(interval) or _time_rule(interval)
+    if t % grid:
+        raise ValueError(f"unaligned: ts {_iso(t)} is not on the {interval} grid ({grid:g} s)")
+    if t - _clock() > ahead:
+        raise ValueError(f"future: ts {_iso(t)} is more than {interval} + {_tolerance:g} s ahead of the clock")
+
+
+# --- the messages ---------------------------------------------------------------------------
+
+Symbol = str     # checked by _check_names (fullmatch; a bounded pattern rejects a long one fast)
+Interval = str
+Price = Annotated[float, Meta(gt=0)]  # and within PRICE_RANGE, checked in __post_init__
+Volume = Annotated[int, Meta(ge=0, le=MAX_VOLUME)]
 Source = Literal["yfinance", "synthetic", "replay"]
-
-
 # RFC 3339 needs an offset: a naive time is rejected while decoding (checked in C).
 Timestamp = Annotated[datetime, Meta(tz=True)]
-_INF = math.inf
+_PMIN, _PMAX = PRICE_RANGE
+
+
+def _price_error(**prices: float) -> ValueError:
+    for name, x in prices.items():
+        if not _PMIN <= x <= _PMAX:  # NaN too
+            return ValueError(f"out_of_range: {name} {x!r} is outside {_PMIN:g}..{_PMAX:g}")
+    return ValueError("")  # not reached by callers: they found an out-of-range price first
 
 
 class Bar(msgspec.Struct, frozen=True, kw_only=True):
@@ -86,20 +267,21 @@ class Bar(msgspec.Struct, frozen=True, kw_only=True):
     high: Price
     low: Price
     close: Price
-    volume: Annotated[int, Meta(ge=0)]
+    volume: Volume
     source: Source
 
     def __post_init__(self) -> None:
-        # One chained comparison on the hot path (decoding runs it for every bar). Prices
-        # are > 0 already, so high < inf makes all four finite; JSON cannot spell NaN.
+        # One chained comparison on the hot path (decoding runs it for every bar): it bounds
+        # all four prices by PRICE_RANGE and orders them (fails on NaN too).
         _check_names(self.symbol, self.interval)
         o, h, lo, c = self.open, self.high, self.low, self.close
-        if not (lo <= o <= h and lo <= c <= h and h < _INF):
-            if h == _INF:
-                raise ValueError("prices must be finite")
+        if not (_PMIN <= lo <= o <= h <= _PMAX and lo <= c <= h):
+            if not (_PMIN <= lo <= _PMAX and _PMIN <= h <= _PMAX and _PMIN <= o <= _PMAX and _PMIN <= c <= _PMAX):
+                raise _price_error(open=o, high=h, low=lo, close=c)
             if lo > min(o, c):
-                raise ValueError(f"low {lo} is above min(open, close)")
-            raise ValueError(f"high {h} is below max(open, close)")
+                raise ValueError(f"inconsistent: low {lo} is above min(open, close)")
+            raise ValueError(f"inconsistent: high {h} is below max(open, close)")
+        _check_bar_time(self, self.ts, self.interval)
 
 
 OptFloat = float | None
@@ -129,7 +311,7 @@ class Indicators(msgspec.Struct, frozen=True, kw_only=True):
     interval: Interval
     ts: Timestamp
     close: Price
-    rsi: OptFloat = None
+    rsi: Annotated[float, Meta(ge=0, le=100)] | None = None
     sma_short: OptFloat = None
     sma_long: OptFloat = None
     ema_short: OptFloat = None
@@ -140,27 +322,44 @@ class Indicators(msgspec.Struct, frozen=True, kw_only=True):
     macd: OptFloat = None
     macd_signal: OptFloat = None
     macd_hist: OptFloat = None
-    volatility: OptFloat = None
+    volatility: Annotated[float, Meta(ge=0)] | None = None
 
     def __post_init__(self) -> None:
         _check_names(self.symbol, self.interval)
+        if not _PMIN <= self.close <= _PMAX:
+            raise _price_error(close=self.close)
+        _check_bar_time(self, self.ts, self.interval)
+
+
+def _check_finite(**values: float | None) -> None:
+    for name, x in values.items():
+        if x is not None and not -math.inf < x < math.inf:
+            raise ValueError(f"out_of_range: {name} {x!r} is not finite")
 
 
 class Alert(msgspec.Struct, frozen=True, kw_only=True):
     """One alert on ``alerts``; ``id`` comes from :func:`alert_id` so replays dedupe."""
 
     v: Literal[1] = 1
-    id: str
+    id: Annotated[str, Meta(pattern=_UUID)]
     symbol: Symbol
     interval: Interval
     ts: Timestamp
     rule: Annotated[str, Meta(min_length=1, max_length=64)]
     value: float
     threshold: float
-    message: str
+    message: Annotated[str, Meta(min_length=1, max_length=MAX_TEXT)]
 
     def __post_init__(self) -> None:
         _check_names(self.symbol, self.interval)
+        if self.rule not in _valid_rules:
+            if not _RULE_RE.fullmatch(self.rule):
+                raise ValueError(f"invalid_field: rule {self.rule!r} does not match {RULE_PATTERN}")
+            if len(_valid_rules) < _MAX_CACHED:
+                _valid_rules.add(self.rule)
+        _check_text("message", self.message)
+        _check_finite(value=self.value, threshold=self.threshold)
+        _check_bar_time(self, self.ts, self.interval)
 
 
 class ForecastPoint(msgspec.Struct, frozen=True, kw_only=True):
@@ -171,19 +370,43 @@ class ForecastPoint(msgspec.Struct, frozen=True, kw_only=True):
     lo: float | None = None
     hi: float | None = None
 
+    def __post_init__(self) -> None:
+        _utc(self, "ts", self.ts)
+        _check_finite(yhat=self.yhat, lo=self.lo, hi=self.hi)
+        if self.lo is not None and self.hi is not None and self.lo > self.hi:
+            raise ValueError(f"inconsistent: lo {self.lo} is above hi {self.hi}")
+
 
 class Forecast(msgspec.Struct, frozen=True, kw_only=True):
-    """One forecast run for one symbol on ``forecasts``."""
+    """One forecast run for one symbol on ``forecasts``; ``level`` of the lo..hi interval."""
 
     v: Literal[1] = 1
     symbol: Symbol
     interval: Interval
     made_at: Timestamp
     model: Annotated[str, Meta(min_length=1, max_length=64)]
-    points: list[ForecastPoint]
+    level: Annotated[float, Meta(gt=0, lt=1)] | None = None
+    points: Annotated[list[ForecastPoint], Meta(min_length=1, max_length=MAX_FORECAST_POINTS)]
 
     def __post_init__(self) -> None:
         _check_names(self.symbol, self.interval)
+        _check_text("model", self.model)
+        made = _utc(self, "made_at", self.made_at)
+        if made - _clock() > _tolerance:
+            raise ValueError(f"future: made_at {_iso(made)} is more than {_tolerance:g} s ahead of the clock")
+        grid, length, _ = _time_rules.get(self.interval) or _time_rule(self.interval)
+        last = made + len(self.points) * length + _tolerance
+        prev = -math.inf
+        for i, p in enumerate(self.points):
+            t = p.ts.timestamp()  # UTC already: ForecastPoint normalised it
+            if t % grid:
+                raise ValueError(f"unaligned: points[{i}].ts {_iso(t)} is not on the {self.interval} grid")
+            if t <= prev:
+                raise ValueError(f"inconsistent: points[{i}].ts {_iso(t)} does not follow the previous point")
+            if t > last:
+                raise ValueError(f"future: points[{i}].ts {_iso(t)} is more than {len(self.points)} "
+                                 f"x {self.interval} after made_at")
+            prev = t
 
 
 _ALERT_NAMESPACE = uuid.UUID("6f1c1c52-3b53-4a4e-9a57-6a0e3c2b7d10")
@@ -195,20 +418,45 @@ def alert_id(symbol: str, interval: str, ts: datetime, rule: str) -> str:
     return str(uuid.uuid5(_ALERT_NAMESPACE, f"{symbol}|{interval}|{utc}|{rule}"))
 
 
-_UNITS = {"m": timedelta(minutes=1), "h": timedelta(hours=1), "d": timedelta(days=1),
-          "wk": timedelta(weeks=1), "mo": timedelta(days=31)}
-
-
-def interval_length(interval: str) -> timedelta:
-    """Length of a bar interval such as ``"1m"`` or ``"1d"`` (a month counts as 31 days)."""
-    digits = len(interval) - len(interval.lstrip("0123456789"))
-    return int(interval[:digits]) * _UNITS[interval[digits:]]
-
+# --- the codec ---------------------------------------------------------------------------------
 
 M = TypeVar("M", bound=msgspec.Struct)
 
-# What decoding bad bytes raises (ValidationError is a DecodeError; TypeError is a null value).
-DECODE_ERRORS = (msgspec.DecodeError, TypeError)
+# What decoding bad bytes raises: ValidationError is a DecodeError; TypeError is a null value;
+# RecursionError is JSON nested too deep (even inside an ignored field).
+DECODE_ERRORS = (msgspec.DecodeError, TypeError, RecursionError)
+
+_VERSION_PREFIX = b'{"v":1'
+
+
+class _Version(msgspec.Struct):
+    v: int
+
+
+_OUT_OF_RANGE = re.compile(r"Number out of range|Expected `(int|float)` <=")
+
+
+class _Decoder:
+    """msgspec's decoder plus the checks a Struct cannot express; raises DECODE_ERRORS.
+
+    ``v`` is required on the wire, yet has a default so Python code builds messages without
+    it: a message our encoder wrote starts with ``{"v":1`` (one bytes comparison); any other
+    must show a ``v`` to a second, field-skipping decode.
+    """
+
+    __slots__ = ("_decode", "_version")
+
+    def __init__(self, type_: type) -> None:
+        self._decode = msgspec.json.Decoder(type_).decode
+        self._version = msgspec.json.Decoder(_Version).decode
+
+    def decode(self, data: bytes):
+        if len(data) > MAX_MESSAGE_BYTES:
+            raise msgspec.ValidationError(f"too_large: {len(data)} bytes, more than {MAX_MESSAGE_BYTES}")
+        message = self._decode(data)
+        if not data.startswith(_VERSION_PREFIX):
+            self._version(data)  # raises "Object missing required field `v`"
+        return message
 
 
 class Codec(Generic[M]):
@@ -218,9 +466,9 @@ class Codec(Generic[M]):
 
     def __init__(self, type_: type[M]) -> None:
         self.type = type_
-        # The raw msgspec decoder, for loops that catch DECODE_ERRORS themselves and call
-        # invalid(): one Python call less per message than decode().
-        self.decoder = msgspec.json.Decoder(type_)
+        # The decoder, for loops that catch DECODE_ERRORS themselves and call invalid(): one
+        # Python call less per message than decode().
+        self.decoder = _Decoder(type_)
         self._encoder = msgspec.json.Encoder()
 
     def decode(self, data: bytes | None) -> M:
@@ -232,22 +480,27 @@ class Codec(Generic[M]):
             raise self.invalid(exc) from None
 
     @staticmethod
-    def invalid(exc: Exception) -> InvalidMessage:
+    def invalid(exc: BaseException) -> InvalidMessage:
         """The :class:`InvalidMessage` (reason + detail) for a decoding error."""
-        text = str(exc)
-        if isinstance(exc, msgspec.DecodeError) and not isinstance(exc, msgspec.ValidationError):
-            return InvalidMessage("malformed", text)
+        if isinstance(exc, RecursionError):
+            return InvalidMessage("malformed", "JSON nested too deep")
         if isinstance(exc, TypeError):  # a null value
             return InvalidMessage("empty", "message has no value")
+        text = str(exc)
+        if not isinstance(exc, msgspec.ValidationError):
+            return InvalidMessage("malformed", text)
+        reason, sep, detail = text.partition(": ")
+        if sep and reason in REASONS:  # raised by our own checks
+            return InvalidMessage(reason, detail)
         if "missing required field" in text:
             return InvalidMessage("missing_field", text)
-        if text.startswith(("prices must", "low ", "high ")):
-            return InvalidMessage("inconsistent", text)
+        if _OUT_OF_RANGE.match(text):
+            return InvalidMessage("out_of_range", text)
+        if "of length <=" in text:
+            return InvalidMessage("too_large", text)
+        if "of length >= 1" in text:
+            return InvalidMessage("empty", text)
         return InvalidMessage("invalid_field", text)
 
     def encode(self, message: M) -> bytes:
         return self._encoder.encode(message)
-
-    def encode_into(self, message: M, buffer: bytearray) -> None:
-        """Encode into a reused buffer (no allocation per message on hot paths)."""
-        self._encoder.encode_into(message, buffer)
