@@ -161,10 +161,55 @@ def _check_text(name: str, text: str) -> None:
 _UNITS = {"m": timedelta(minutes=1), "h": timedelta(hours=1), "d": timedelta(days=1),
           "wk": timedelta(weeks=1), "mo": timedelta(days=31)}
 _QUARTER_HOUR = 900.0
-_MIN_T = MIN_TS.timestamp()
+_BEFORE_ALL = datetime.min.replace(tzinfo=UTC)
 _tolerance = DEFAULT_CLOCK_SKEW_TOLERANCE
-_time_rules: dict[str, tuple[float, float, float]] = {}  # interval -> (grid s, length s, max s ahead)
 _clock = time.time  # the wall clock (a module global so a test can move it)
+
+
+class _TimeRule:
+    """The time checks of one interval, precomputed (decoding runs them for every message).
+
+    ``limit`` is a ts the future check has already cleared: the wall clock only moves on, so
+    a ts at or below it passes with one comparison and no clock read; a ts beyond it reads the
+    clock, moves ``limit`` up and is judged against the fresh limit.
+    """
+
+    __slots__ = ("ahead", "epoch", "fast_limit", "grid", "last_ok", "length", "limit", "minutes")
+
+    def __init__(self, interval: str) -> None:
+        self.length = interval_length(interval).total_seconds()
+        self.grid = min(self.length, _QUARTER_HOUR)
+        step = int(self.grid // 60)
+        # On a grid of whole minutes dividing an hour, alignment is minute % step == 0 (and no
+        # seconds): three attribute reads instead of a timestamp. Otherwise (7m): the epoch.
+        self.epoch = not 60 % step == 0
+        self.minutes = 1 if self.epoch else step
+        self.ahead = self.length + _tolerance
+        self.limit = MIN_TS
+        # What the inline check in Bar and Indicators compares with: the limit on a minutes
+        # grid; on an epoch grid a time before MIN_TS, so that every ts takes the full check.
+        self.fast_limit = MIN_TS if not self.epoch else _BEFORE_ALL
+        self.last_ok = _BEFORE_ALL  # the last ts that passed every check (UTC)
+
+    def off_grid(self, ts: datetime) -> bool:
+        if ts.second or ts.microsecond:
+            return True
+        if self.epoch:
+            return bool(ts.timestamp() % self.grid)
+        return bool(ts.minute % self.minutes)
+
+    def too_far_ahead(self, ts: datetime) -> bool:
+        now = _clock()
+        try:
+            self.limit = max(self.limit, datetime.fromtimestamp(now + self.ahead, UTC))
+        except (OverflowError, ValueError, OSError):  # a clock beyond year 9999: nothing is ahead
+            return False
+        if not self.epoch:
+            self.fast_limit = self.limit
+        return ts > self.limit
+
+
+_time_rules: dict[str, _TimeRule] = {}
 
 
 def interval_length(interval: str) -> timedelta:
@@ -187,7 +232,7 @@ def interval_grid(interval: str) -> float:
 def set_clock_skew_tolerance(seconds: float) -> None:
     """How far (seconds) a ts may be ahead of the wall clock beyond what its kind allows."""
     global _tolerance
-    if not (isinstance(seconds, (int, float)) and 0 <= seconds < math.inf):
+    if isinstance(seconds, bool) or not (isinstance(seconds, (int, float)) and 0 <= seconds < math.inf):
         raise ValueError(f"clock skew tolerance must be a finite number >= 0, got {seconds!r}")
     _tolerance = float(seconds)
     _time_rules.clear()
@@ -198,43 +243,47 @@ def clock_skew_tolerance() -> float:
     return _tolerance
 
 
-def _time_rule(interval: str) -> tuple[float, float, float]:
-    length = interval_length(interval).total_seconds()
-    rule = _time_rules[interval] = (min(length, _QUARTER_HOUR), length, length + _tolerance)
+def _time_rule(interval: str) -> _TimeRule:
+    rule = _time_rules[interval] = _TimeRule(interval)
     return rule
 
 
-def _iso(t: float) -> str:
+def _iso(ts: datetime | float) -> str:
+    if isinstance(ts, datetime):
+        return ts.isoformat().replace("+00:00", "Z")
     try:
-        return datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
+        return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
     except (OverflowError, ValueError, OSError):
-        return repr(t)
+        return repr(ts)
 
 
-def _utc(obj: msgspec.Struct, name: str, ts: datetime) -> float:
-    """Normalise ``obj.name`` to UTC in place; return it in seconds since the epoch."""
-    if ts.tzinfo is not UTC:
-        if ts.tzinfo is None:  # only from Python: decoding refuses a time without an offset
-            raise ValueError(f"invalid_field: {name} {ts.isoformat()} has no UTC offset")
-        try:
-            ts = ts.astimezone(UTC)
-        except (OverflowError, ValueError):
-            raise ValueError(f"out_of_range: {name} {ts.isoformat()} is outside years 1..9999 in UTC") from None
-        force_setattr(obj, name, ts)
-    t = ts.timestamp()
-    if t < _MIN_T:
-        raise ValueError(f"out_of_range: {name} {_iso(t)} is before 1900")
-    return t
+def _to_utc(obj: msgspec.Struct, name: str, ts: datetime) -> datetime:
+    """``ts`` in UTC (stored back into ``obj.name``); ValueError for a naive or unrepresentable one."""
+    if ts.tzinfo is None:  # only from Python: decoding refuses a time without an offset
+        raise ValueError(f"invalid_field: {name} {ts.isoformat()} has no UTC offset")
+    try:
+        ts = ts.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise ValueError(f"out_of_range: {name} {ts.isoformat()} is outside years 1..9999 in UTC") from None
+    force_setattr(obj, name, ts)
+    return ts
 
 
 def _check_bar_time(obj: msgspec.Struct, ts: datetime, interval: str) -> None:
-    """UTC, on the interval's grid, at most one interval plus the tolerance ahead of now."""
-    t = _utc(obj, "ts", ts)
-    grid, _, ahead = _time_rules.get(interval) or _time_rule(interval)
-    if t % grid:
-        raise ValueError(f"unaligned: ts {_iso(t)} is not on the {interval} grid ({grid:g} s)")
-    if t - _clock() > ahead:
-        raise ValueError(f"future: ts {_iso(t)} is more than {interval} + {_tolerance:g} s ahead of the clock")
+    """UTC, on the interval's grid, not before 1900, at most one interval plus the tolerance ahead.
+
+    Bar and Indicators inline the passing case (no call at all): keep them in step.
+    """
+    if ts.tzinfo is not UTC:
+        ts = _to_utc(obj, "ts", ts)
+    rule = _time_rules.get(interval) or _time_rule(interval)
+    if rule.off_grid(ts):
+        raise ValueError(f"unaligned: ts {_iso(ts)} is not on the {interval} grid ({rule.grid:g} s)")
+    if ts > rule.limit and rule.too_far_ahead(ts):
+        raise ValueError(f"future: ts {_iso(ts)} is more than {interval} + {_tolerance:g} s ahead of the clock")
+    if ts < MIN_TS:
+        raise ValueError(f"out_of_range: ts {_iso(ts)} is before 1900")
+    rule.last_ok = ts
 
 
 # --- the messages ---------------------------------------------------------------------------
@@ -273,7 +322,8 @@ class Bar(msgspec.Struct, frozen=True, kw_only=True):
     def __post_init__(self) -> None:
         # One chained comparison on the hot path (decoding runs it for every bar): it bounds
         # all four prices by PRICE_RANGE and orders them (fails on NaN too).
-        _check_names(self.symbol, self.interval)
+        if self.symbol not in _valid_symbols or self.interval not in _valid_intervals:
+            _check_names(self.symbol, self.interval)
         o, h, lo, c = self.open, self.high, self.low, self.close
         if not (_PMIN <= lo <= o <= h <= _PMAX and lo <= c <= h):
             if not (_PMIN <= lo <= _PMAX and _PMIN <= h <= _PMAX and _PMIN <= o <= _PMAX and _PMIN <= c <= _PMAX):
@@ -281,7 +331,17 @@ class Bar(msgspec.Struct, frozen=True, kw_only=True):
             if lo > min(o, c):
                 raise ValueError(f"inconsistent: low {lo} is above min(open, close)")
             raise ValueError(f"inconsistent: high {h} is below max(open, close)")
-        _check_bar_time(self, self.ts, self.interval)
+        # _check_bar_time's passing cases, inline: the ts of the last bar that passed (a live
+        # feed's symbols share each minute's ts), else UTC, on a grid of whole minutes dividing
+        # an hour (no seconds, minute % step == 0), at or below a limit already cleared.
+        ts = self.ts
+        rule = _time_rules.get(self.interval)
+        if rule is None or ts.tzinfo is not UTC or ts != rule.last_ok:
+            if (rule is None or ts.tzinfo is not UTC or not MIN_TS <= ts <= rule.fast_limit
+                    or ts.second or ts.microsecond or ts.minute % rule.minutes):
+                _check_bar_time(self, ts, self.interval)
+            else:
+                rule.last_ok = ts
 
 
 OptFloat = float | None
@@ -325,10 +385,18 @@ class Indicators(msgspec.Struct, frozen=True, kw_only=True):
     volatility: Annotated[float, Meta(ge=0)] | None = None
 
     def __post_init__(self) -> None:
-        _check_names(self.symbol, self.interval)
+        if self.symbol not in _valid_symbols or self.interval not in _valid_intervals:
+            _check_names(self.symbol, self.interval)
         if not _PMIN <= self.close <= _PMAX:
             raise _price_error(close=self.close)
-        _check_bar_time(self, self.ts, self.interval)
+        ts = self.ts  # as in Bar: _check_bar_time's passing case inline
+        rule = _time_rules.get(self.interval)
+        if rule is None or ts.tzinfo is not UTC or ts != rule.last_ok:
+            if (rule is None or ts.tzinfo is not UTC or not MIN_TS <= ts <= rule.fast_limit
+                    or ts.second or ts.microsecond or ts.minute % rule.minutes):
+                _check_bar_time(self, ts, self.interval)
+            else:
+                rule.last_ok = ts
 
 
 def _check_finite(**values: float | None) -> None:
@@ -371,7 +439,10 @@ class ForecastPoint(msgspec.Struct, frozen=True, kw_only=True):
     hi: float | None = None
 
     def __post_init__(self) -> None:
-        _utc(self, "ts", self.ts)
+        if self.ts.tzinfo is not UTC:
+            _to_utc(self, "ts", self.ts)
+        if self.ts < MIN_TS:
+            raise ValueError(f"out_of_range: ts {_iso(self.ts)} is before 1900")
         _check_finite(yhat=self.yhat, lo=self.lo, hi=self.hi)
         if self.lo is not None and self.hi is not None and self.lo > self.hi:
             raise ValueError(f"inconsistent: lo {self.lo} is above hi {self.hi}")
@@ -391,16 +462,19 @@ class Forecast(msgspec.Struct, frozen=True, kw_only=True):
     def __post_init__(self) -> None:
         _check_names(self.symbol, self.interval)
         _check_text("model", self.model)
-        made = _utc(self, "made_at", self.made_at)
+        made_at = self.made_at if self.made_at.tzinfo is UTC else _to_utc(self, "made_at", self.made_at)
+        if made_at < MIN_TS:
+            raise ValueError(f"out_of_range: made_at {_iso(made_at)} is before 1900")
+        made = made_at.timestamp()
         if made - _clock() > _tolerance:
             raise ValueError(f"future: made_at {_iso(made)} is more than {_tolerance:g} s ahead of the clock")
-        grid, length, _ = _time_rules.get(self.interval) or _time_rule(self.interval)
-        last = made + len(self.points) * length + _tolerance
+        rule = _time_rules.get(self.interval) or _time_rule(self.interval)
+        last = made + len(self.points) * rule.length + _tolerance
         prev = -math.inf
         for i, p in enumerate(self.points):
+            if rule.off_grid(p.ts):
+                raise ValueError(f"unaligned: points[{i}].ts {_iso(p.ts)} is not on the {self.interval} grid")
             t = p.ts.timestamp()  # UTC already: ForecastPoint normalised it
-            if t % grid:
-                raise ValueError(f"unaligned: points[{i}].ts {_iso(t)} is not on the {self.interval} grid")
             if t <= prev:
                 raise ValueError(f"inconsistent: points[{i}].ts {_iso(t)} does not follow the previous point")
             if t > last:
@@ -423,8 +497,10 @@ def alert_id(symbol: str, interval: str, ts: datetime, rule: str) -> str:
 M = TypeVar("M", bound=msgspec.Struct)
 
 # What decoding bad bytes raises: ValidationError is a DecodeError; TypeError is a null value;
-# RecursionError is JSON nested too deep (even inside an ignored field).
-DECODE_ERRORS = (msgspec.DecodeError, TypeError, RecursionError)
+# msgspec lets two more through: RecursionError for JSON nested too deep (even inside an
+# ignored field) and UnicodeDecodeError for invalid UTF-8 in a string (both found by the
+# hostile corpus; either used to stop a consumer).
+DECODE_ERRORS = (msgspec.DecodeError, TypeError, RecursionError, UnicodeDecodeError)
 
 _VERSION_PREFIX = b'{"v":1'
 
@@ -466,16 +542,22 @@ class Codec(Generic[M]):
 
     def __init__(self, type_: type[M]) -> None:
         self.type = type_
-        # The decoder, for loops that catch DECODE_ERRORS themselves and call invalid(): one
-        # Python call less per message than decode().
+        # The decoder, for loops that catch DECODE_ERRORS themselves and call invalid().
         self.decoder = _Decoder(type_)
         self._encoder = msgspec.json.Encoder()
 
     def decode(self, data: bytes | None) -> M:
         if data is None:
             raise InvalidMessage("empty", "message has no value")
+        # decoder.decode's steps, inline: one Python call less per message.
+        dec = self.decoder
         try:
-            return self.decoder.decode(data)
+            if len(data) > MAX_MESSAGE_BYTES:
+                raise msgspec.ValidationError(f"too_large: {len(data)} bytes, more than {MAX_MESSAGE_BYTES}")
+            message = dec._decode(data)
+            if not data.startswith(_VERSION_PREFIX):
+                dec._version(data)
+            return message
         except DECODE_ERRORS as exc:
             raise self.invalid(exc) from None
 
@@ -484,6 +566,8 @@ class Codec(Generic[M]):
         """The :class:`InvalidMessage` (reason + detail) for a decoding error."""
         if isinstance(exc, RecursionError):
             return InvalidMessage("malformed", "JSON nested too deep")
+        if isinstance(exc, UnicodeDecodeError):
+            return InvalidMessage("malformed", f"invalid UTF-8: {exc.reason} at byte {exc.start}")
         if isinstance(exc, TypeError):  # a null value
             return InvalidMessage("empty", "message has no value")
         text = str(exc)
