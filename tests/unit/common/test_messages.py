@@ -165,17 +165,18 @@ def _iso(t: datetime) -> str:
 def test_future_bound_is_one_interval_plus_the_tolerance() -> None:
     from stockpipe.common import messages
 
+    now = datetime.now(UTC).replace(second=0, microsecond=0)  # not NOW: collection was a while ago
     tolerance = messages.clock_skew_tolerance()
     try:
         messages.set_clock_skew_tolerance(60)
-        assert BARS.decode(bar_bytes(ts=_iso(NOW + timedelta(minutes=1))))  # the still-running minute + 1
-        assert reason(bar_bytes(ts=_iso(NOW + timedelta(minutes=3)))) == "future"
-        assert BARS.decode(bar_bytes(ts=_iso(NOW.replace(hour=0, minute=0) + timedelta(days=1)), interval="1d"))
+        assert BARS.decode(bar_bytes(ts=_iso(now + timedelta(minutes=1))))  # the still-running minute + 1
+        assert reason(bar_bytes(ts=_iso(now + timedelta(minutes=3)))) == "future"
+        assert BARS.decode(bar_bytes(ts=_iso(now.replace(hour=0, minute=0) + timedelta(days=1)), interval="1d"))
         assert reason(bar_bytes(ts="2099-01-01T00:00:00Z", interval="1d")) == "future"
         messages.set_clock_skew_tolerance(3600)
-        assert BARS.decode(bar_bytes(ts=_iso(NOW + timedelta(minutes=30))))
+        assert BARS.decode(bar_bytes(ts=_iso(now + timedelta(minutes=30))))
         messages.set_clock_skew_tolerance(0)
-        assert reason(bar_bytes(ts=_iso(NOW + timedelta(minutes=30)))) == "future"
+        assert reason(bar_bytes(ts=_iso(now + timedelta(minutes=30)))) == "future"
     finally:
         messages.set_clock_skew_tolerance(tolerance)
 
