@@ -142,7 +142,7 @@ def test_times_are_normalised_to_utc() -> None:
     ("1m", "2024-01-02T14:31:01Z", False),
     ("5m", "2024-01-02T14:35:00Z", True),
     ("5m", "2024-01-02T14:36:00Z", False),
-    ("7m", "1970-01-01T00:07:00Z", True),   # off-hour grids count from the epoch
+    ("7m", "2000-01-03T00:07:00Z", True),   # grids that do not divide an hour count from GRID_ORIGIN
     ("7m", "2024-01-02T14:35:00Z", False),
     ("1h", "2024-01-02T14:30:00Z", True),   # 09:30 New York: hourly bars start with the session
     ("1h", "2024-01-02T14:40:00Z", False),

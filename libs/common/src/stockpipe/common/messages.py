@@ -85,6 +85,7 @@ __all__ = [
     "MAX_FORECAST_POINTS",
     "MAX_MESSAGE_BYTES",
     "MIN_TS",
+    "GRID_ORIGIN",
     "DEFAULT_CLOCK_SKEW_TOLERANCE",
     "REASONS",
     "Bar",
@@ -161,6 +162,10 @@ def _check_text(name: str, text: str) -> None:
 _UNITS = {"m": timedelta(minutes=1), "h": timedelta(hours=1), "d": timedelta(days=1),
           "wk": timedelta(weeks=1), "mo": timedelta(days=31)}
 _QUARTER_HOUR = 900.0
+# Where grids that do not divide an hour (7m, 9m) start: Monday 2000-01-03, the synthetic
+# source's origin too (every grid dividing an hour or a day is aligned there as well).
+GRID_ORIGIN = datetime(2000, 1, 3, tzinfo=UTC)
+_GRID_ORIGIN = GRID_ORIGIN.timestamp()
 _BEFORE_ALL = datetime.min.replace(tzinfo=UTC)
 _tolerance = DEFAULT_CLOCK_SKEW_TOLERANCE
 _clock = time.time  # the wall clock (a module global so a test can move it)
@@ -181,7 +186,8 @@ class _TimeRule:
         self.grid = min(self.length, _QUARTER_HOUR)
         step = int(self.grid // 60)
         # On a grid of whole minutes dividing an hour, alignment is minute % step == 0 (and no
-        # seconds): three attribute reads instead of a timestamp. Otherwise (7m): the epoch.
+        # seconds): three attribute reads instead of a timestamp. Otherwise (7m): count from
+        # GRID_ORIGIN.
         self.epoch = not 60 % step == 0
         self.minutes = 1 if self.epoch else step
         self.ahead = self.length + _tolerance
@@ -195,7 +201,7 @@ class _TimeRule:
         if ts.second or ts.microsecond:
             return True
         if self.epoch:
-            return bool(ts.timestamp() % self.grid)
+            return bool((ts.timestamp() - _GRID_ORIGIN) % self.grid)
         return bool(ts.minute % self.minutes)
 
     def too_far_ahead(self, ts: datetime) -> bool:
@@ -219,7 +225,7 @@ def interval_length(interval: str) -> timedelta:
 
 
 def interval_grid(interval: str) -> float:
-    """Seconds a ``ts`` of this interval is a multiple of (since the Unix epoch).
+    """Seconds a ``ts`` of this interval is a multiple of, counted from :data:`GRID_ORIGIN`.
 
     The interval itself up to 15 minutes (1m, 5m, 15m bars start on their own grid in every
     market); a quarter hour for longer bars: hourly bars start with the session (09:30 New
