@@ -8,6 +8,7 @@ import pytest
 
 from stockpipe.common.errors import InvalidMessage
 from stockpipe.common.messages import (
+    DECODE_ERRORS,
     Alert,
     Bar,
     Codec,
@@ -284,3 +285,23 @@ def test_size_limit() -> None:
     head = len(GOOD) + len(',"pad":""')
     assert BARS.decode(GOOD[:-1] + b',"pad":"' + b"x" * (MAX_MESSAGE_BYTES - head) + b'"}')
     assert reason(GOOD[:-1] + b',"pad":"' + b"x" * (MAX_MESSAGE_BYTES - head + 1) + b'"}') == "too_large"
+
+
+def test_future_is_judged_against_the_message_time_too() -> None:
+    # A bar 10 minutes ahead of the time it reached Kafka stays refused when replayed an hour later.
+    received = datetime(2024, 1, 2, 14, 20, tzinfo=UTC).timestamp()
+    assert BARS.decode(GOOD)  # now: long past
+    with pytest.raises(InvalidMessage) as info:
+        BARS.decode(GOOD, received_at=received)
+    assert info.value.reason == "future"
+    with pytest.raises(DECODE_ERRORS) as raw:
+        BARS.decoder.decode(GOOD, received_at=received)
+    assert Codec.invalid(raw.value).reason == "future"
+    assert BARS.decode(GOOD, received_at=received + 9 * 60)  # 1 minute + 60 s tolerance ahead: fine
+    fc = Codec(Forecast)
+    data = fc.encode(Forecast(symbol="AAPL", interval="1m", made_at=datetime(2024, 1, 2, 14, 30, tzinfo=UTC),
+                              model="naive", points=[ForecastPoint(ts=datetime(2024, 1, 2, 14, 31, tzinfo=UTC),
+                                                                   yhat=1.0)]))
+    assert fc.decode(data, received_at=received + 10 * 60)
+    with pytest.raises(InvalidMessage, match="future"):
+        fc.decode(data, received_at=received)

@@ -36,6 +36,11 @@ What decoding guarantees: everything the tables can hold and the indicator state
   ``made_at``: a forecast looks ahead by design, but not without bound.
 - A message is at most :data:`MAX_MESSAGE_BYTES` long.
 
+"Ahead of the wall clock" is judged twice when the reader passes the message's Kafka
+timestamp (``Codec.decode(data, received_at=...)``): against now and against that time, so
+that a message refused as too far ahead when it arrived is refused again when replayed
+later (a state rebuild sees what the live read saw).
+
 The clock-skew tolerance is :data:`DEFAULT_CLOCK_SKEW_TOLERANCE` seconds until
 :func:`set_clock_skew_tolerance` changes it; :func:`stockpipe.common.settings.load` calls it
 with the ``CLOCK_SKEW_TOLERANCE`` setting of every service, so one variable sets it.
@@ -532,13 +537,37 @@ class _Decoder:
         self._decode = msgspec.json.Decoder(type_).decode
         self._version = msgspec.json.Decoder(_Version).decode
 
-    def decode(self, data: bytes):
+    def decode(self, data: bytes, received_at: float | None = None):
         if len(data) > MAX_MESSAGE_BYTES:
             raise msgspec.ValidationError(f"too_large: {len(data)} bytes, more than {MAX_MESSAGE_BYTES}")
         message = self._decode(data)
         if not data.startswith(_VERSION_PREFIX):
             self._version(data)  # raises "Object missing required field `v`"
+        if received_at is not None:
+            _check_ahead_of(message, received_at)
         return message
+
+
+def _check_ahead_of(message: msgspec.Struct, received_at: float) -> None:
+    """The future check again, against the time the message reached Kafka instead of now.
+
+    Decoding checks times against the wall clock, so a bar rejected as "future" when it
+    arrived would pass when replayed later (a state rebuild): with the message's Kafka
+    timestamp as ``received_at`` the verdict is the same on every read. Stricter than the
+    wall-clock check whenever ``received_at`` is in the past, so both together judge by the
+    earlier of the two.
+    """
+    if isinstance(message, Forecast):
+        made = message.made_at.timestamp()
+        if made - received_at > _tolerance:
+            raise msgspec.ValidationError(f"future: made_at {_iso(made)} is more than {_tolerance:g} s ahead "
+                                          f"of the message's time {_iso(received_at)}")
+        return
+    rule = _time_rules.get(message.interval) or _time_rule(message.interval)
+    t = message.ts.timestamp()
+    if t - received_at > rule.ahead:
+        raise msgspec.ValidationError(f"future: ts {_iso(t)} is more than {message.interval} + {_tolerance:g} s "
+                                      f"ahead of the message's time {_iso(received_at)}")
 
 
 class Codec(Generic[M]):
@@ -552,7 +581,14 @@ class Codec(Generic[M]):
         self.decoder = _Decoder(type_)
         self._encoder = msgspec.json.Encoder()
 
-    def decode(self, data: bytes | None) -> M:
+    def decode(self, data: bytes | None, received_at: float | None = None) -> M:
+        """The message in ``data``, or :class:`InvalidMessage` with its reason.
+
+        ``received_at``: the message's Kafka timestamp in seconds since the epoch
+        (``msg.timestamp()[1] / 1000``). Given, the future check also holds the message's
+        times against it, so that a replay (state rebuild) judges each message as its first
+        read did; a consumer should pass it on every read.
+        """
         if data is None:
             raise InvalidMessage("empty", "message has no value")
         # decoder.decode's steps, inline: one Python call less per message.
@@ -563,6 +599,8 @@ class Codec(Generic[M]):
             message = dec._decode(data)
             if not data.startswith(_VERSION_PREFIX):
                 dec._version(data)
+            if received_at is not None:
+                _check_ahead_of(message, received_at)
             return message
         except DECODE_ERRORS as exc:
             raise self.invalid(exc) from None
