@@ -313,7 +313,7 @@ def _price_error(**prices: float) -> ValueError:
     for name, x in prices.items():
         if not _PMIN <= x <= _PMAX:  # NaN too
             return ValueError(f"out_of_range: {name} {x!r} is outside {_PMIN:g}..{_PMAX:g}")
-    return ValueError("")  # not reached by callers: they found an out-of-range price first
+    return ValueError(f"out_of_range: a price is outside {_PMIN:g}..{_PMAX:g}")  # callers saw one: not reached
 
 
 class Bar(msgspec.Struct, frozen=True, kw_only=True):
@@ -410,10 +410,11 @@ class Indicators(msgspec.Struct, frozen=True, kw_only=True):
                 rule.last_ok = ts
 
 
-def _check_finite(**values: float | None) -> None:
-    for name, x in values.items():
-        if x is not None and not -math.inf < x < math.inf:
-            raise ValueError(f"out_of_range: {name} {x!r} is not finite")
+def _not_finite(name: str, x: float) -> ValueError:
+    return ValueError(f"out_of_range: {name} {x!r} is not finite")
+
+
+_INF = math.inf  # JSON cannot spell a non-finite float: only Python-built messages need the checks
 
 
 class Alert(msgspec.Struct, frozen=True, kw_only=True):
@@ -436,8 +437,12 @@ class Alert(msgspec.Struct, frozen=True, kw_only=True):
                 raise ValueError(f"invalid_field: rule {self.rule!r} does not match {RULE_PATTERN}")
             if len(_valid_rules) < _MAX_CACHED:
                 _valid_rules.add(self.rule)
-        _check_text("message", self.message)
-        _check_finite(value=self.value, threshold=self.threshold)
+        if _BAD_TEXT.search(self.message):
+            _check_text("message", self.message)
+        if not -_INF < self.value < _INF:
+            raise _not_finite("value", self.value)
+        if not -_INF < self.threshold < _INF:
+            raise _not_finite("threshold", self.threshold)
         _check_bar_time(self, self.ts, self.interval)
 
 
@@ -450,13 +455,18 @@ class ForecastPoint(msgspec.Struct, frozen=True, kw_only=True):
     hi: float | None = None
 
     def __post_init__(self) -> None:
-        if self.ts.tzinfo is not UTC:
-            _to_utc(self, "ts", self.ts)
-        if self.ts < MIN_TS:
-            raise ValueError(f"out_of_range: ts {_iso(self.ts)} is before 1900")
-        _check_finite(yhat=self.yhat, lo=self.lo, hi=self.hi)
-        if self.lo is not None and self.hi is not None and self.lo > self.hi:
-            raise ValueError(f"inconsistent: lo {self.lo} is above hi {self.hi}")
+        ts = self.ts if self.ts.tzinfo is UTC else _to_utc(self, "ts", self.ts)
+        if ts < MIN_TS:
+            raise ValueError(f"out_of_range: ts {_iso(ts)} is before 1900")
+        lo, hi = self.lo, self.hi
+        if not -_INF < self.yhat < _INF:
+            raise _not_finite("yhat", self.yhat)
+        if lo is not None and not -_INF < lo < _INF:
+            raise _not_finite("lo", lo)
+        if hi is not None and not -_INF < hi < _INF:
+            raise _not_finite("hi", hi)
+        if lo is not None and hi is not None and lo > hi:
+            raise ValueError(f"inconsistent: lo {lo} is above hi {hi}")
 
 
 class Forecast(msgspec.Struct, frozen=True, kw_only=True):
@@ -482,10 +492,11 @@ class Forecast(msgspec.Struct, frozen=True, kw_only=True):
         rule = _time_rules.get(self.interval) or _time_rule(self.interval)
         last = made + len(self.points) * rule.length + _tolerance
         prev = -math.inf
+        grid = rule.grid
         for i, p in enumerate(self.points):
-            if rule.off_grid(p.ts):
-                raise ValueError(f"unaligned: points[{i}].ts {_iso(p.ts)} is not on the {self.interval} grid")
             t = p.ts.timestamp()  # UTC already: ForecastPoint normalised it
+            if (t - _GRID_ORIGIN) % grid:
+                raise ValueError(f"unaligned: points[{i}].ts {_iso(t)} is not on the {self.interval} grid")
             if t <= prev:
                 raise ValueError(f"inconsistent: points[{i}].ts {_iso(t)} does not follow the previous point")
             if t > last:
