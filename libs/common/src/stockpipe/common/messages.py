@@ -47,21 +47,20 @@ with the ``CLOCK_SKEW_TOLERANCE`` setting of every service, so one variable sets
 
 Reasons (``InvalidMessage.reason``, the ``reason`` label of ``stockpipe_dlq_messages_total``):
 
-==============  =================================================================
-``empty``       no value (a tombstone), or an empty required text or list
-``malformed``   not JSON (bad syntax, invalid UTF-8, lone surrogates, nesting too deep)
-``too_large``   over MAX_MESSAGE_BYTES, or a text or list over its length bound
-``missing_field``  a required field is missing (``v`` included)
-``invalid_field``  wrong type or value: a name not matching its pattern, text with
-                control characters, an id that is not a canonical UUID, a zero or
-                negative price or volume, an unknown ``v`` or source, a naive time
-``out_of_range``   a number beyond its plausible range (prices, volume, 64-bit integers,
-                ``1e999``) or a time before 1900 (or beyond year 9999 in UTC)
-``inconsistent``   fields that contradict each other: high < low, lo > hi, forecast
-                points out of order
-``unaligned``   a ts off its interval's grid
-``future``      a ts too far ahead of the wall clock
-==============  =================================================================
+- ``empty``: no value (a tombstone), or an empty required text or list;
+- ``malformed``: not JSON (bad syntax, invalid UTF-8, lone surrogates, nesting too deep);
+- ``too_large``: over MAX_MESSAGE_BYTES, or a text or list over its length bound;
+- ``missing_field``: a required field is missing (``v`` included);
+- ``invalid_field``: a wrong type or value: a name not matching its pattern, text with
+  control characters, an id that is not a canonical UUID, a zero or negative price, a
+  negative volume, an unknown ``v`` or source, a time without an offset;
+- ``out_of_range``: a number beyond its plausible range (a price outside PRICE_RANGE, a
+  volume above MAX_VOLUME or any integer beyond 64 bits, ``1e999``), a time before 1900 (or
+  beyond the year 9999 once in UTC);
+- ``inconsistent``: fields that contradict each other (high < low, lo > hi, forecast points
+  out of order);
+- ``unaligned``: a ts off its interval's grid;
+- ``future``: a ts too far ahead of the wall clock (or of the message's Kafka timestamp).
 """
 
 from __future__ import annotations
