@@ -70,7 +70,8 @@ images: ## build the service images stockpipe-<service>:<version> and :latest (D
 images-test: system-deps images ## smoke-test the images in locked-down containers against a local Kafka + PostgreSQL
 	@SMOKE_LOCAL_DIR=$(LOCAL_DIR)/docker deploy/docker/smoke-test.sh
 
-bench: deps ## benchmarks (indicator engine, ingest vs COPY, analytics end to end); figures in bench/results/
+bench: deps ## benchmarks (message decoding, indicator engine, ingest vs COPY, analytics end to end); figures in bench/results/
+	$(PY) bench/decode.py
 	$(PY) bench/indicators.py
 	$(PY) bench/ingest.py
 	$(PY) bench/analytics.py

@@ -19,6 +19,7 @@ import pytest
 from hypothesis import settings as hypothesis_settings
 
 sys.path.insert(0, str(Path(__file__).parent / "integration"))
+sys.path.insert(0, str(Path(__file__).parent))  # hostile.corpus: test data shared by unit and integration tests
 
 from harness import REPO, InfraError, Stack, infra  # noqa: E402
 

@@ -65,7 +65,7 @@ def test_indicator_alert_and_forecast_rows() -> None:
     ind = Codec(Indicators).encode(Indicators(symbol="AAPL", interval="1m", ts=TS, close=1.5, rsi=55.0))
     aid = alert_id("AAPL", "1m", TS, "rsi_overbought")
     alert = Codec(Alert).encode(Alert(id=aid, symbol="AAPL", interval="1m", ts=TS, rule="rsi_overbought",
-                                      value=71.0, threshold=70.0, message="tab\there"))
+                                      value=71.0, threshold=70.0, message="back\\slash"))
     fc = Codec(Forecast).encode(Forecast(symbol="AAPL", interval="1m", made_at=TS, model="arima(1,1,1)", points=[
         ForecastPoint(ts=TS.replace(minute=31), yhat=1.0, lo=None, hi=2.0),
         ForecastPoint(ts=TS.replace(minute=32), yhat=1.1, lo=0.5, hi=2.1)]))
@@ -75,7 +75,7 @@ def test_indicator_alert_and_forecast_rows() -> None:
     assert dict(zip(columns, ind_row))["rsi"] == "55.0" and dict(zip(columns, ind_row))["sma_short"] == "\\N"
     assert len(ind_row) == len(columns) and columns[:4] == ("symbol", "interval", "ts", "close")
     alert_row = fmt("alerts", batch).decode()
-    assert alert_row.startswith(aid) and "tab\\there" in alert_row
+    assert alert_row.startswith(aid) and "back\\\\slash" in alert_row
     fc_rows = fmt("forecasts", batch).decode().splitlines()
     assert [r.split("\t")[3:] for r in fc_rows] == [
         ["arima(1,1,1)", "2024-01-02T14:31:00+00:00", "1.0", "\\N", "2.0"],

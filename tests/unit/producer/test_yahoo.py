@@ -297,7 +297,7 @@ def test_poll_through_yfinance_gives_golden_bars(fake, caplog):
     # MSFT 13:35 has high 420.10 < low 421.25 in the recording: dropped, counted, logged.
     assert source.stats.invalid_rows == 1
     assert [r.getMessage() for r in caplog.records if "invalid" in r.getMessage()] == [
-        ("dropping invalid Yahoo row MSFT 1m 2024-05-16T13:35:00+00:00: high 420.1000061035156 is below "
+        ("dropping invalid Yahoo row MSFT 1m 2024-05-16T13:35:00+00:00: inconsistent: high 420.1000061035156 is below "
          "max(open, close) (o=421.3399963378906 h=420.1000061035156 l=421.25 c=421.2900085449219 v=101532.0)")]
 
 

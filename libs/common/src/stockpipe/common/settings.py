@@ -27,6 +27,7 @@ from typing import Any, Literal, TypeVar
 from urllib.parse import quote, urlsplit
 
 from stockpipe.common.errors import SettingsError
+from stockpipe.common.messages import DEFAULT_CLOCK_SKEW_TOLERANCE, set_clock_skew_tolerance
 
 __all__ = [
     "Secret",
@@ -150,7 +151,9 @@ T = TypeVar("T")
 def load(cls: type[T], environ: Mapping[str, str] | None = None) -> T:
     """Build ``cls`` from the environment; unset or empty variables keep their defaults.
 
-    Raises :class:`SettingsError` (one line: variable, value, what is expected).
+    Raises :class:`SettingsError` (one line: variable, value, what is expected). For a
+    :class:`CommonSettings`, also sets the process's clock-skew tolerance of message decoding
+    (:func:`stockpipe.common.messages.set_clock_skew_tolerance`) from ``CLOCK_SKEW_TOLERANCE``.
     """
     environ = os.environ if environ is None else environ
     hints = typing.get_type_hints(cls, include_extras=False)
@@ -161,12 +164,12 @@ def load(cls: type[T], environ: Mapping[str, str] | None = None) -> T:
         if raw is None or raw.strip() == "":
             continue
         values[f.name] = _parse(var, raw, hints[f.name], f.metadata)
-    try:
-        settings = cls(**values)
-    except SettingsError:
-        raise
-    except (TypeError, ValueError) as exc:  # pragma: no cover - a bug in a settings class
-        raise SettingsError(cls.__name__, "", str(exc)) from None
+    # A settings class checks combinations in __post_init__ and raises SettingsError naming
+    # the variable; anything else it raises is a bug and shows its traceback.
+    settings = cls(**values)
+    if isinstance(settings, CommonSettings):
+        # Decoding everywhere in the process checks times against this tolerance.
+        set_clock_skew_tolerance(settings.clock_skew_tolerance)
     return settings
 
 
@@ -223,6 +226,11 @@ class CommonSettings:
     log_format: Literal["text", "json"] = setting("text", help="log line format")
     shutdown_timeout: float = setting(10.0, gt=0, help="seconds SIGTERM may take before exit")
     progress_interval: float = setting(30.0, ge=0, help="seconds between progress lines in the log (0 = none)")
+    # A bar's ts may be one interval ahead of the wall clock (its interval still running) plus
+    # this much, for clocks that disagree; a forecast's made_at this much. See messages.py.
+    clock_skew_tolerance: float = setting(DEFAULT_CLOCK_SKEW_TOLERANCE, ge=0, le=86_400,
+                                          help="seconds a message's time may be ahead of this host's clock "
+                                               "(beyond one interval for bars)")
 
     def topic(self, kind: str) -> str:
         """Full topic name for ``kind`` in :data:`TOPIC_KINDS`, prefix included."""

@@ -17,7 +17,10 @@ Rules (name: condition, ``value`` / ``threshold`` of the Alert):
   a run of big up moves is one start, but a big drop right after a big jump is a new one.
 - ``volume_spike``: volume > volume_change_threshold x the mean volume of the
   ``volume_window`` bars *before* this one (value: volume / that mean, threshold: the
-  multiple); undefined until ``volume_window`` bars have been seen or while that mean is 0
+  multiple); undefined until ``volume_window`` bars have been seen, and while any bar of
+  that window has volume 0: a feed that reports no volume (FX bars from Yahoo always have
+  volume 0) or has empty minutes gives no baseline to spike against, so the rule neither
+  fires nor divides by zero
 - ``macd_cross_up`` / ``macd_cross_down``: macd > signal / macd < signal (value: macd,
   threshold: signal)
 - ``bollinger_breakout_up`` / ``bollinger_breakout_down``: close > upper / close < lower band
@@ -32,6 +35,24 @@ RSI is already 85 when it comes out of warm-up raises nothing until RSI drops ba
 crosses again. After firing, a rule stays silent for ``cooldown_bars`` bars (per symbol,
 per rule): a crossing inside that span is dropped, not postponed.
 
+Thresholds per interval. A 2 % move is news on a 1-minute bar and an ordinary day on a daily
+one, so ``price_change_threshold`` and ``volatility_threshold`` depend on the interval's class
+(:func:`interval_class`: ``minute`` below 1 h, ``hour`` below 1 d, ``day`` below 1 week,
+``week`` from a week up). :class:`AlertConfig` holds the minute values and
+``interval_thresholds`` for the others; :meth:`AlertConfig.for_interval` gives the config a
+series of that interval uses. Defaults (:data:`DEFAULT_INTERVAL_THRESHOLDS`), sized on a
+large US stock with ~30 % annual volatility, i.e. a typical bar move of ~0.1 % per minute,
+~0.7 % per hour, ~2 % per day, ~4 % per week:
+
+======  ==================  ====================
+class   price change        volatility (per bar)
+======  ==================  ====================
+minute  0.02 (~20 sigma)    0.005 (~5x typical)
+hour    0.03 (~4 sigma)     0.015 (~2x)
+day     0.05 (~2.5 sigma)   0.03  (~1.5x)
+week    0.10 (~2.5 sigma)   0.06  (~1.5x)
+======  ==================  ====================
+
 Alert ids come from :func:`stockpipe.common.messages.alert_id` (symbol, interval, ts,
 rule), so a replay produces the same ids and the database keeps one row. The state is a
 few numbers per rule plus a ring of ``volume_window`` volumes: replaying the same bars from
@@ -40,13 +61,17 @@ the same first bar rebuilds it exactly.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
-from stockpipe.common.messages import INDICATOR_FIELDS, Alert, Bar, Indicators, alert_id
+from stockpipe.common.messages import INDICATOR_FIELDS, Alert, Bar, Indicators, alert_id, interval_length
 
-__all__ = ["RULES", "AlertConfig", "AlertState"]
+__all__ = ["RULES", "INTERVAL_CLASSES", "DEFAULT_INTERVAL_THRESHOLDS", "AlertConfig", "AlertState",
+           "interval_class"]
 
 RULES = (
     "rsi_overbought",
@@ -59,6 +84,26 @@ RULES = (
     "bollinger_breakout_up",
     "bollinger_breakout_down",
 )
+
+INTERVAL_CLASSES = ("minute", "hour", "day", "week")
+# Class: (price_change_threshold, volatility_threshold); see the module doc for the reasons.
+DEFAULT_INTERVAL_THRESHOLDS: dict[str, tuple[float, float]] = {
+    "minute": (0.02, 0.005),
+    "hour": (0.03, 0.015),
+    "day": (0.05, 0.03),
+    "week": (0.10, 0.06),
+}
+
+
+def interval_class(interval: str) -> str:
+    """``minute`` (< 1 h), ``hour`` (< 1 d), ``day`` (< 1 week) or ``week`` for an interval."""
+    length = interval_length(interval)
+    if length < timedelta(hours=1):
+        return "minute"
+    if length < timedelta(days=1):
+        return "hour"
+    return "day" if length < timedelta(weeks=1) else "week"
+
 
 _RSI, _SMA_S, _SMA_L, _EMA_S, _EMA_L, _BB_U, _BB_M, _BB_L, _MACD, _SIGNAL, _HIST, _VOL = range(12)
 
@@ -76,6 +121,8 @@ class AlertConfig:
     - volume_change_threshold 3.0 over volume_window 20: three times the last 20 bars'
       mean volume marks a spike without firing on the ordinary open/close surges (~2x).
     - cooldown_bars 5: crossings that flap around a level within 5 bars (minutes) alert once.
+    - interval_thresholds: (class, price change, volatility) for the hour, day and week
+      classes; ``for_interval`` applies them (module doc: the table and the reasons).
     """
 
     rsi_overbought: float = 70.0
@@ -86,8 +133,17 @@ class AlertConfig:
     volume_window: int = 20
     cooldown_bars: int = 5
     rules: tuple[str, ...] = RULES
+    interval_thresholds: tuple[tuple[str, float, float], ...] = tuple(
+        (c, *DEFAULT_INTERVAL_THRESHOLDS[c]) for c in INTERVAL_CLASSES[1:])
 
     def __post_init__(self) -> None:
+        for entry in self.interval_thresholds:
+            if len(entry) != 3 or entry[0] not in INTERVAL_CLASSES[1:]:
+                raise ValueError(f"interval_thresholds entries are (class, price change, volatility) with a "
+                                 f"class in {INTERVAL_CLASSES[1:]}, got {entry!r}")
+            for value in entry[1:]:
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+                    raise ValueError(f"thresholds of {entry[0]} bars must be finite numbers > 0, got {value!r}")
         for name in ("rsi_overbought", "rsi_oversold", "volatility_threshold",
                      "price_change_threshold", "volume_change_threshold"):
             value = getattr(self, name)
@@ -106,6 +162,20 @@ class AlertConfig:
         unknown = set(self.rules) - set(RULES)
         if unknown:
             raise ValueError(f"unknown rules {sorted(unknown)}; known: {', '.join(RULES)}")
+
+
+    def for_interval(self, interval: str) -> AlertConfig:
+        """This config with the price-change and volatility thresholds of ``interval``'s class."""
+        return _for_class(self, interval_class(interval))
+
+
+@functools.lru_cache(maxsize=64)
+def _for_class(config: AlertConfig, cls: str) -> AlertConfig:
+    for name, price_change, volatility in config.interval_thresholds:
+        if name == cls:
+            return dataclasses.replace(config, price_change_threshold=price_change,
+                                       volatility_threshold=volatility)
+    return config  # minute bars, or a class left out: the config's own thresholds
 
 
 def _price(x: float) -> str:
@@ -127,6 +197,7 @@ class AlertState:
         "_state",
         "_vol_pos",
         "_vol_sum",
+        "_vol_zeros",
         "_volumes",
         "config",
     )
@@ -139,6 +210,7 @@ class AlertState:
         self._volumes = [0] * self.config.volume_window
         self._vol_pos = 0
         self._vol_sum = 0                  # integers: the rolling sum is exact
+        self._vol_zeros = 0                # bars with volume 0 in the window (warm-up slots excluded)
         self._state: dict[str, int] = {}   # last evaluated condition per rule (0/1, or -1/0/1)
         self._last_fired: dict[str, int] = {}  # bar index of the last alert per rule
 
@@ -161,12 +233,18 @@ class AlertState:
         close = bar.close
         prev_close, self._prev_close = self._prev_close, close
 
-        # Volume baseline: mean of the volume_window bars before this one (exact int sum).
+        # Volume baseline: mean of the volume_window bars before this one (exact int sum);
+        # none while a bar of that window has volume 0 (module doc).
         window = cfg.volume_window
-        baseline = self._vol_sum / window if index >= window else None
+        baseline = self._vol_sum / window if index >= window and not self._vol_zeros else None
         pos = self._vol_pos
-        self._vol_sum += bar.volume - self._volumes[pos]
-        self._volumes[pos] = bar.volume
+        volume = bar.volume
+        if index >= window and not self._volumes[pos]:
+            self._vol_zeros -= 1  # a zero volume leaves the window
+        if not volume:
+            self._vol_zeros += 1
+        self._vol_sum += volume - self._volumes[pos]
+        self._volumes[pos] = volume
         self._vol_pos = 0 if pos + 1 == window else pos + 1
 
         alerts: list[Alert] = []

@@ -5,6 +5,16 @@ bar whose ts equals the series' last one is a duplicate and is ignored; an older
 counted and skipped. Either way the state is untouched, so the values stay those of the
 ordered, de-duplicated series. Replaying the same bars in the same order rebuilds the same
 state bit for bit, which is how a restarted or rebalanced replica continues exactly.
+
+Duplicates: the first bar of a (symbol, interval, ts) wins, as everywhere (DESIGN.md): a
+re-sent bar with other values changes neither the indicators nor the alerts.
+
+Numbers. Every bar the decoder accepts (prices within ``PRICE_RANGE``) keeps every
+indicator finite, and no update raises (property-tested over the whole accepted domain).
+A close the indicator state cannot take (outside its numeric domain, see
+:mod:`stockpipe.analytics.indicators`; only reachable by building a Bar around the decoder)
+raises :class:`UnprocessableBar` before any state changes, so the caller dead-letters it
+with its reason and goes on.
 """
 
 from __future__ import annotations
@@ -14,9 +24,14 @@ from datetime import datetime
 
 from stockpipe.analytics.alerts import AlertConfig, AlertState
 from stockpipe.analytics.indicators import IndicatorConfig, IndicatorState
+from stockpipe.common.errors import InvalidMessage
 from stockpipe.common.messages import Alert, Bar, Indicators
 
-__all__ = ["Series", "Processor"]
+__all__ = ["Series", "Processor", "UnprocessableBar"]
+
+
+class UnprocessableBar(InvalidMessage):
+    """A decoded bar the indicator state cannot take; raised before any state changed."""
 
 
 @dataclass(slots=True)
@@ -38,20 +53,29 @@ class Processor:
     late: int = 0
 
     def process(self, bar: Bar, partition: int = -1) -> tuple[Indicators | None, list[Alert]]:
-        """The bar's indicator message and alerts; ``(None, [])`` for a duplicate or late bar."""
+        """The bar's indicator message and alerts; ``(None, [])`` for a duplicate or late bar.
+
+        Raises :class:`UnprocessableBar` (state unchanged) for a close the state cannot take.
+        """
         key = (bar.symbol, bar.interval)
         s = self.series.get(key)
-        if s is None:
-            s = self.series[key] = Series(IndicatorState(self.indicator_config), AlertState(self.alert_config),
-                                          bar.ts, partition)
+        new = s is None
+        if new:
+            s = Series(IndicatorState(self.indicator_config),
+                       AlertState(self.alert_config.for_interval(bar.interval)), bar.ts, partition)
         elif bar.ts <= s.last_ts:
             if bar.ts == s.last_ts:
                 self.duplicates += 1
             else:
                 self.late += 1
             return None, []
+        try:
+            v = s.indicators.update(bar.close)  # checks the close before it changes anything
+        except ValueError as exc:
+            raise UnprocessableBar("out_of_range", f"{bar.symbol} {bar.interval} close {bar.close!r}: {exc}") from None
+        if new:
+            self.series[key] = s
         s.last_ts = bar.ts
-        v = s.indicators.update(bar.close)
         alerts = s.alerts.update(bar, v)
         return Indicators(
             symbol=bar.symbol, interval=bar.interval, ts=bar.ts, close=bar.close,

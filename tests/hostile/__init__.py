@@ -1,0 +1,1 @@
+"""Hostile input for every topic a service reads: :mod:`hostile.corpus`."""
