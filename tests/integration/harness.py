@@ -213,9 +213,10 @@ class Stack:
         assert producer.flush(30) == 0
         return n
 
-    def produce_keyed(self, kind: str, items: Iterable[tuple[bytes | None, bytes | None]]) -> int:
+    def produce_keyed(self, kind: str, items: Iterable[tuple[bytes | None, bytes | None]], **conf: Any) -> int:
         """Produce ``(key, value)`` pairs in order (one key stays in one partition)."""
-        producer = Producer({"bootstrap.servers": self.bootstrap, "enable.idempotence": True, "linger.ms": 5})
+        producer = Producer({"bootstrap.servers": self.bootstrap, "enable.idempotence": True, "linger.ms": 5,
+                             **conf})
         n = 0
         for key, value in items:
             producer.produce(self.topic(kind), value, key)

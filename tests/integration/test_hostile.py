@@ -1,0 +1,121 @@
+"""The hostile corpus (tests/hostile/corpus.py) fired at the running services.
+
+Every message of every category goes to the topic it targets, between valid ones; then:
+each invalid message is in ``dlq`` with its reason (once per service that reads its topic)
+and counted; the services are the same processes (same PID, never restarted); every valid
+message reached its table; nothing hostile reached a table.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import pytest
+from hostile.corpus import Case, cases, fits_kafka
+
+from stockpipe.common.messages import Alert, Bar, Codec, Forecast, Indicators
+
+from harness import Stack, metrics_of, wait_for
+
+pytestmark = pytest.mark.integration
+
+CODECS = {"raw": Codec(Bar), "indicators": Codec(Indicators), "alerts": Codec(Alert), "forecasts": Codec(Forecast)}
+# Which running services read each topic kind (each dead-letters what it rejects).
+READERS = {"raw": ("ingestor", "analytics"), "indicators": ("ingestor",), "alerts": ("ingestor",),
+           "forecasts": ("ingestor",)}
+
+
+def series_keys(stack: Stack, table: str) -> set[tuple]:
+    return {(s, i, ts) for s, i, ts in stack.query(f'SELECT symbol, "interval", ts FROM {table}')}
+
+
+def test_the_hostile_corpus_ends_in_dlq_and_stops_nothing(stack: Stack) -> None:
+    ingestor = stack.start("ingestor")
+    analytics = stack.start("analytics")
+    ingestor.wait_ready()
+    analytics.wait_ready()
+    pids = {s.name: s.proc.pid for s in (ingestor, analytics)}
+
+    corpus = [c for c in cases() if fits_kafka(c)]
+    for kind in READERS:
+        # One message per request: a batch holding the ~1 MB case and others would exceed the
+        # broker's max.message.bytes as a whole.
+        stack.produce_keyed(kind, [(c.key, c.value) for c in corpus if c.topic_kind == kind],
+                            **{"batch.num.messages": 1, "message.max.bytes": 1_048_000})
+    invalid = [c for c in corpus if not c.valid]
+    valid: dict[str, list[Case]] = {k: [c for c in corpus if c.valid and c.topic_kind == k] for k in READERS}
+    expected_dead = sum(len(READERS[c.topic_kind]) for c in invalid)
+
+    dead = wait_for(lambda: len(d := stack.consume_all("dlq", timeout=30)) >= expected_dead and d, 120,
+                    interval=1.0, what=f"{expected_dead} dead letters")
+    time.sleep(2)
+    dead = stack.consume_all("dlq", timeout=30)
+
+    # Each invalid message: in dlq once per service reading its topic, with its reason.
+    offsets = {}
+    for kind in READERS:
+        for m in stack.consume_all(kind, timeout=30):
+            offsets[(stack.topic(kind), m.partition(), m.offset())] = m
+    by_source: dict[tuple, list[str]] = {}
+    for m in dead:
+        h = {k: v.decode() for k, v in m.headers()}
+        if len(m.value() or b"") >= 900_000 or "truncated" in h:  # too big to go on with its headers
+            assert len(m.value()) == 900_000 and int(h["truncated"]) > 900_000, h
+        by_source.setdefault((h["source_topic"], int(h["source_partition"]), int(h["source_offset"])), []).append(
+            h["error"])
+    case_of = {}
+    for src, msg in offsets.items():
+        for c in corpus:
+            if c.topic_kind == src[0].removeprefix(stack.prefix) and c.value == msg.value() and c.key == msg.key():
+                case_of[src] = c
+    problems = []
+    for src, c in case_of.items():
+        errors = by_source.get(src, [])
+        if c.valid:
+            if errors and not (c.topic_kind == "raw" and c.category == "extreme_ratio"):
+                problems.append(f"{c.name}: valid but dead-lettered: {errors}")
+            continue
+        if len(errors) != len(READERS[c.topic_kind]):
+            problems.append(f"{c.name}: dead-lettered {len(errors)}x, expected {len(READERS[c.topic_kind])}")
+        elif not all(e.startswith(f"{c.reason}:") for e in errors):
+            problems.append(f"{c.name}: reasons {errors}, expected {c.reason}")
+    assert not problems, "\n".join(problems)
+    assert len(case_of) == len(corpus)
+
+    # Counted by reason in each service.
+    for name, svc in (("ingestor", ingestor), ("analytics", analytics)):
+        want = Counter(c.reason for c in invalid if name in READERS[c.topic_kind])
+        metrics = metrics_of(svc.port)
+        for reason, n in want.items():
+            assert metrics.get(("stockpipe_dlq_messages_total", (("reason", reason),)), 0) >= n, (name, reason)
+
+    # Valid messages reached their tables; nothing hostile did.
+    def keys(kind: str) -> set[tuple]:
+        out = set()
+        for c in valid[kind]:
+            m = CODECS[kind].decode(c.value)
+            out.add((m.symbol, m.interval, getattr(m, "ts", None) or m.made_at))
+        return out
+
+    want_bars = keys("raw")
+    wait_for(lambda: series_keys(stack, "price_bars") >= want_bars, 60, what="every valid bar stored")
+    assert series_keys(stack, "price_bars") == want_bars
+    want_ind = keys("indicators")
+    wait_for(lambda: series_keys(stack, "indicators") >= want_ind, 60, what="every valid indicator row stored")
+    assert series_keys(stack, "indicators") <= want_ind | want_bars  # analytics adds one per valid bar
+    want_alert_ids = {CODECS["alerts"].decode(c.value).id for c in valid["alerts"]}
+    wait_for(lambda: {r[0] for r in stack.query("SELECT id::text FROM alerts")} >= want_alert_ids, 60,
+             what="every valid alert stored")
+    for (symbol, interval, ts) in stack.query('SELECT symbol, "interval", ts FROM alerts'):
+        assert (symbol, interval, ts) in want_bars | {k for k in keys("alerts")}
+    want_fc = {(f.symbol, f.interval, f.made_at) for f in (CODECS["forecasts"].decode(c.value)
+                                                          for c in valid["forecasts"])}
+    wait_for(lambda: {tuple(r) for r in stack.query('SELECT DISTINCT symbol, "interval", made_at FROM forecasts')}
+             >= want_fc, 60, what="every valid forecast stored")
+    assert {tuple(r) for r in stack.query('SELECT DISTINCT symbol, "interval", made_at FROM forecasts')} == want_fc
+
+    # The same processes, never restarted, still serving.
+    for svc in (ingestor, analytics):
+        assert svc.alive() and svc.proc.pid == pids[svc.name]
+    assert ingestor.terminate() == 0 and analytics.terminate() == 0
