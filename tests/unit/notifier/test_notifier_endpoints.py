@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from datetime import UTC, datetime
 
 import pytest
@@ -94,6 +96,19 @@ def test_the_settings_never_show_the_endpoints() -> None:
     assert "XXXXsecrettoken" not in str(settings.safe_view())
 
 
+@pytest.mark.parametrize(("env", "variable"), [
+    ({"NOTIFY_ENDPOINTS": '[{"url": "ftp://x"}]'}, "NOTIFY_ENDPOINTS"),
+    ({"DASHBOARD_URL": "dash.example"}, "DASHBOARD_URL"),
+    ({"NOTIFY_MAX_ATTEMPTS": "0"}, "NOTIFY_MAX_ATTEMPTS"),
+    ({"ALERT_MAX_AGE": "-1"}, "ALERT_MAX_AGE"),
+])
+def test_a_bad_setting_exits_2_with_one_line(env: dict[str, str], variable: str) -> None:
+    """Through the real entry point: exit code 2, one line on stderr, nothing else started."""
+    proc = subprocess.run([sys.executable, "-m", "stockpipe.notifier"], capture_output=True, text=True, timeout=60,
+                          env={"PATH": "/usr/bin:/bin", "HTTP_PORT": "0", **env})
+    assert proc.returncode == 2, proc.stderr + proc.stdout
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"invalid setting {variable}=" in lines[0], proc.stderr
 
 
 @pytest.mark.parametrize(("filters", "matching"), [

@@ -328,7 +328,7 @@ class _EndpointWorker:
                 return give_up("expired", "expired", f"{last}; older than ALERT_MAX_AGE={policy.max_age:g}s "
                                                      "by the next attempt")
             self._retries.inc()
-            logger.warning("endpoint #%d %s: %s on attempt %d for alert %s, retrying in %.1fs",
+            logger.warning("endpoint #%d %s: %s on attempt %d for alert %s, retrying in %.2fs",
                            ep.index, self.name, last, attempt, alert.id, delay)
             if d.sleep(delay):
                 raise _Stopped
@@ -398,10 +398,11 @@ class Dispatcher:
         routed = [(w, a, s) for a, s in alerts for w in self.workers if w.endpoint.matches(a)]
         with self._lock:
             self._seq += 1
-            batch = _Batch(self._seq, len(routed))
             if self.stop.is_set():
-                batch.fail(DeliveryStopped("the notifier is stopping"))
-                return batch.future
+                stopped: Future[list[Failure]] = Future()
+                stopped.set_exception(DeliveryStopped("the notifier is stopping"))
+                return stopped
+            batch = _Batch(self._seq, len(routed))
             if routed:
                 self._open[batch.seq] = batch
         if routed:

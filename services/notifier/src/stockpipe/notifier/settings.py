@@ -28,7 +28,7 @@ class NotifierSettings(CommonSettings):
     notify_retry_max: float = setting(60.0, gt=0, help="longest wait between two attempts, in seconds")
     notify_retry_after_max: float = setting(600.0, ge=0, help="longest Retry-After honoured, in seconds")
     notify_timeout: float = setting(10.0, gt=0, le=300, help="seconds per HTTP call (connect, each read and write)")
-    notifier_batch_size: int = setting(500, ge=1, le=100_000, help="max alerts per batch")
+    notifier_batch_size: int = setting(100, ge=1, le=10_000, help="max alerts per batch")
     notifier_batch_timeout: float = setting(0.1, gt=0, le=10, help="seconds to wait for a batch to fill")
 
     def __post_init__(self) -> None:
