@@ -185,6 +185,30 @@ def test_a_sigkilled_notifier_restarted_loses_no_alert(stack: Stack) -> None:
     assert stack.consume_all("dlq") == []
 
 
+def test_sigterm_while_retrying_exits_at_once_and_the_next_start_delivers(stack: Stack) -> None:
+    alerts = make_alerts(10)
+    ids = {a.id for a in alerts}
+    state = {"status": 503}
+    with Receiver() as rx:
+        url = rx.script("/", lambda req: Reply(state["status"]), SECRET)
+        # Long waits between attempts: SIGTERM comes while every alert waits for its retry.
+        env = dict(NOTIFY_ENDPOINTS=endpoints({"url": url, "secret": SECRET}), **FAST)
+        env.update(NOTIFY_RETRY_INITIAL="30", NOTIFY_RETRY_MAX="30")
+        first = stack.start("notifier", **env)
+        first.wait_ready()
+        publish(stack, alerts)
+        wait_for(lambda: rx.at("/"), 30, what="a first attempt")
+        start = time.monotonic()
+        assert first.terminate() == 0
+        assert time.monotonic() - start < 5, "SIGTERM waited for a retry"
+        assert rx.answered_ok("/") == [] and stack.consume_all("dlq") == []
+        state["status"] = 200  # the receiver is back
+        second = stack.start("notifier", **env)
+        wait_for(lambda: {r.webhook_id for r in rx.answered_ok("/")} >= ids, 60, what="every alert after the restart")
+        assert second.terminate() == 0
+    assert "stopping with" in first.output()  # said what stays uncommitted
+
+
 def test_no_endpoints_says_so_once_and_idles(stack: Stack) -> None:
     notifier = stack.start("notifier", PROGRESS_INTERVAL="0")
     notifier.wait_ready()

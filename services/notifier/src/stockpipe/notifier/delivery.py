@@ -156,16 +156,20 @@ class HttpSender:
     """POSTs with httpx: redirects never followed, a timeout on every phase, answers not kept."""
 
     def __init__(self, timeout: float) -> None:
+        self._timeout = timeout
         self._client = httpx.Client(follow_redirects=False, timeout=httpx.Timeout(timeout),
                                     headers={"user-agent": USER_AGENT})
 
     def post(self, url: str, body: bytes, headers: dict[str, str]) -> Response:
         """One attempt; raises :class:`httpx.HTTPError` (no URL in it) when no answer came."""
+        deadline = time.monotonic() + self._timeout
         with self._client.stream("POST", url, content=body, headers=headers) as resp:
             read = 0
-            for chunk in resp.iter_raw():  # drain a little so the connection can be reused
+            # Drain a short answer so the connection can be reused; a long or trickling one
+            # is cut off (the connection is then closed instead).
+            for chunk in resp.iter_raw():
                 read += len(chunk)
-                if read > _MAX_ANSWER_BYTES:
+                if read > _MAX_ANSWER_BYTES or time.monotonic() > deadline:
                     break
             return Response(resp.status_code, resp.headers.get("retry-after"))
 
