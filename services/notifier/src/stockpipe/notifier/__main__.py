@@ -44,12 +44,15 @@ def main() -> int:
         progress = Progress("consumed", settings.progress_interval)
         dispatcher = Dispatcher(endpoints, policy=policy, dashboard_url=settings.dashboard_url,
                                 stopping=rt.shutdown.event)
-        handler = NotifierHandler(settings.topic("alerts"), dispatcher, progress)
+        handler = NotifierHandler(settings.topic("alerts"), dispatcher)
         loop = ConsumeLoop(settings, settings.notifier_group_id, [handler.alerts], handler,
                            publisher=publisher, health=rt.health, shutdown=rt.shutdown,
                            batch_size=settings.notifier_batch_size, batch_timeout=settings.notifier_batch_timeout,
                            progress=progress, max_inflight=_MAX_INFLIGHT,
-                           stall_timeout=stall_timeout(policy, settings.notifier_batch_size))
+                           stall_timeout=stall_timeout(policy, settings.notifier_batch_size),
+                           # Alerts are urgent: a crashed notifier's partitions move after 10 s rather
+                           # than librdkafka's 45 s (heartbeats go every 3 s from a background thread).
+                           consumer_overrides={"session.timeout.ms": 10_000})
         try:
             loop.run()
         finally:

@@ -27,7 +27,6 @@ from stockpipe.common.consume import Batch, Handler
 from stockpipe.common.errors import InvalidMessage
 from stockpipe.common.kafka import Message
 from stockpipe.common.messages import Alert, Codec
-from stockpipe.common.progress import Progress
 from stockpipe.notifier.delivery import Dispatcher, Failure, RetryPolicy
 
 __all__ = ["NotifierHandler", "rejection", "stall_timeout"]
@@ -58,17 +57,16 @@ def stall_timeout(policy: RetryPolicy, batch_size: int) -> float:
 class NotifierHandler(Handler):
     """Alerts in; deliveries out; what could not be delivered to the dead-letter topic."""
 
-    def __init__(self, alerts_topic: str, dispatcher: Dispatcher, progress: Progress | None = None) -> None:
+    def __init__(self, alerts_topic: str, dispatcher: Dispatcher) -> None:
         self.alerts = alerts_topic
         self.codecs = {alerts_topic: Codec(Alert)}
         self.dispatcher = dispatcher
-        self.progress = progress
 
     def handle(self, batch: Batch) -> Future:
         inner = self.dispatcher.submit((alert, msg) for msg, alert in batch.items)
         outer: Future = Future()
 
-        def settled(f: Future) -> None:
+        def settled(f: Future) -> None:  # on the worker thread that finished the batch
             try:
                 failures = f.result()
             except BaseException as exc:  # noqa: BLE001 - handed to the loop (DeliveryStopped: not committed)
@@ -79,8 +77,6 @@ class NotifierHandler(Handler):
                 by_message.setdefault(id(failure.source), (failure.source, []))[1].append(failure)
             for msg, fs in by_message.values():
                 batch.rejected.append((msg, rejection(fs)))
-            if self.progress is not None:
-                self.progress.add(alerts=len(batch.items), given_up=len(by_message))
             outer.set_result(None)
 
         inner.add_done_callback(settled)
