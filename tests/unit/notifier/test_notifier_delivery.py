@@ -288,3 +288,17 @@ def test_connection_refused_is_retried_and_urls_never_logged(caplog: pytest.LogC
     assert "SECRETTOKEN" not in failure.detail
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert "retrying" in logged and "SECRETTOKEN" not in logged and "/services/" not in logged
+
+
+def test_an_alert_that_comes_again_is_not_sent_twice_by_one_process() -> None:
+    batch = alerts(3)
+    with Receiver() as rx:
+        url = rx.script("/", always(200), SECRET)
+        d = dispatcher([{"url": url, "secret": SECRET}])
+        try:
+            assert d.submit(batch).result(timeout=10) == []
+            assert d.submit(batch[1:] + alerts(1, "MSFT")).result(timeout=10) == []  # analytics re-emitted two
+        finally:
+            d.close()
+        assert len(rx.at("/")) == 4
+        assert outcome(rx, "duplicate") == 2

@@ -8,8 +8,9 @@ then, so a crash re-delivers (same ``webhook-id``) and loses nothing.
 
 Per endpoint and alert (:meth:`_EndpointWorker.deliver`):
 
-1. skipped if the endpoint was disabled by a 410, or the alert is already older than
-   ``max_age`` (its bar closed that long ago: a backfill or a long outage; never sent late);
+1. skipped if the endpoint was disabled by a 410, if this process delivered the same alert id
+   to it lately (analytics re-emits alerts after a crash), or if the alert is already older
+   than ``max_age`` (its bar closed that long ago: a backfill or a long outage);
 2. POSTed with a timeout, redirects not followed. 2xx: delivered. 410: the endpoint is
    disabled (logged, metric) and the alert dead-lettered (``endpoint_gone``). 408, 425, 429,
    5xx, a timeout or a connection error: retried after a capped exponential backoff with
@@ -233,6 +234,8 @@ class _Stopped(Exception):
 
 
 _STOP = object()
+# Delivered ids remembered per endpoint: hours of alerts at a busy pace, under 1 MB.
+_RECENT_IDS = 10_000
 
 
 class _EndpointWorker:
@@ -244,11 +247,15 @@ class _EndpointWorker:
         self.d = dispatcher
         self.disabled = False
         self.failing = False  # the circuit breaker: an alert used up its attempts, none got through since
+        # Ids delivered lately, oldest first: an alert that comes again (analytics re-emits after
+        # a crash) is not sent twice by this process. Slack cannot de-duplicate on webhook-id.
+        self._recent: dict[str, None] = {}
         self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.sender: Sender = dispatcher.sender_factory(dispatcher.policy.timeout)
         self.thread = threading.Thread(target=self._run, name=f"notify-{endpoint.index}", daemon=True)
         self._outcomes = {o: DELIVERIES.labels(self.name, o)
-                          for o in ("delivered", "failed", "rejected", "gone", "expired", "skipped_old", "disabled")}
+                          for o in ("delivered", "failed", "rejected", "gone", "expired", "skipped_old", "disabled",
+                                    "duplicate")}
         self._retries = RETRIES.labels(self.name)
         self._latency = DELIVERY_SECONDS.labels(self.name)
         self._request = REQUEST_SECONDS.labels(self.name)
@@ -280,6 +287,8 @@ class _EndpointWorker:
         alert, ep, d, policy = job.alert, self.endpoint, self.d, self.d.policy
         if self.disabled:
             return "disabled", None
+        if alert.id in self._recent:
+            return "duplicate", None
         expires = d.expires_at(alert)
         if expires is not None and d.clock() >= expires:
             return "skipped_old", None  # never attempted: a backfill's or a long outage's old alerts
@@ -310,6 +319,9 @@ class _EndpointWorker:
             self._request.observe(time.monotonic() - start)
             if verdict is Verdict.DELIVERED:
                 self._latency.observe(time.monotonic() - job.received)
+                self._recent[alert.id] = None
+                if len(self._recent) > _RECENT_IDS:
+                    del self._recent[next(iter(self._recent))]
                 if self.failing:
                     self.failing = False
                     logger.info("endpoint #%d %s accepts alerts again", ep.index, self.name)
