@@ -382,6 +382,7 @@ class Dispatcher:
         self.stop = threading.Event()  # closed: no more attempts at all
         self._open: dict[int, _Batch] = {}
         self._seq = 0
+        self._aborted = False
         self._lock = threading.Lock()
         self.workers = [_EndpointWorker(ep, self) for ep in endpoints]
         for w in self.workers:
@@ -414,7 +415,7 @@ class Dispatcher:
         routed = [(w, a, s) for a, s in alerts for w in self.workers if w.endpoint.matches(a)]
         with self._lock:
             self._seq += 1
-            if self.stop.is_set():
+            if self.stop.is_set() or self._aborted:  # an earlier batch is not delivered: nothing after it commits
                 stopped: Future[list[Failure]] = Future()
                 stopped.set_exception(DeliveryStopped("the notifier is stopping"))
                 return stopped
@@ -434,6 +435,7 @@ class Dispatcher:
     def abort_from(self, seq: int) -> None:
         """Fail batch ``seq`` and every later open one with :class:`DeliveryStopped`."""
         with self._lock:
+            self._aborted = True
             doomed = [b for s, b in self._open.items() if s >= seq]
         for b in doomed:
             b.fail(DeliveryStopped("shutdown before every endpoint finished the batch"))
