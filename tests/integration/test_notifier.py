@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
@@ -158,16 +159,21 @@ def test_alerts_reach_every_endpoint_signed_through_failures_and_the_rest_is_dea
 def test_a_sigkilled_notifier_restarted_loses_no_alert(stack: Stack) -> None:
     alerts = make_alerts(300)
     ids = {a.id for a in alerts}
+    gate = threading.Event()  # closed: after 60 deliveries the receiver stops answering until the kill
     with Receiver() as rx:
-        # Slow answers and a 500 now and then: the kill lands mid-delivery, mid-retry.
-        url = rx.script("/", lambda req: Reply(500 if req.attempt == 1 and picked(req.webhook_id, 7) else 200,
-                                                delay=0.01), SECRET)
+        def script(req):
+            if len(rx.answered_ok("/")) >= 60:
+                gate.wait(10)
+            # A 500 now and then: the kill also lands mid-retry.
+            return Reply(500 if req.attempt == 1 and picked(req.webhook_id, 7) else 200)
+        url = rx.script("/", script, SECRET)
         env = dict(NOTIFY_ENDPOINTS=endpoints({"url": url, "secret": SECRET}), NOTIFIER_BATCH_SIZE="20", **FAST)
         first = stack.start("notifier", **env)
         first.wait_ready()
         publish(stack, alerts)
         wait_for(lambda: len(rx.answered_ok("/")) >= 60, 60, interval=0.02, what="deliveries under way")
         first.kill()
+        gate.set()
         before = {r.webhook_id for r in rx.answered_ok("/")}
         assert len(before) < len(ids), "everything was delivered before the kill"
         second = stack.start("notifier", **env)
