@@ -15,11 +15,12 @@ export MKL_NUM_THREADS := 1
 PYPROJECTS := $(wildcard libs/*/pyproject.toml services/*/pyproject.toml)
 # Loads .local/env (written by infra-up) into a recipe's shell.
 WITH_ENV := set -a; source $(LOCAL_DIR)/env; set +a;
-SERVICES := producer ingestor analytics
+SERVICES := producer ingestor analytics notifier
 # Each service's /metrics /healthz /readyz port under `make run` (one machine, one port each).
 PORT_producer := 8001
 PORT_ingestor := 8002
 PORT_analytics := 8003
+PORT_notifier := 8006
 
 .PHONY: help deps system-deps infra-up infra-down infra-status topics db-migrate run test test-unit lint images images-test bench soak clean
 

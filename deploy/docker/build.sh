@@ -21,7 +21,7 @@ HERE="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd -- "$HERE/../.." && pwd)"
 BASE_IMAGE="${BASE_IMAGE:-stockpipe-base:bookworm}"
 IMAGE_PREFIX="${IMAGE_PREFIX:-stockpipe-}"
-KNOWN="producer ingestor analytics forecaster dashboard"
+KNOWN="producer ingestor analytics forecaster dashboard notifier"
 
 log() { printf 'build: %s\n' "$*" >&2; }
 die() { printf 'build: error: %s\n' "$*" >&2; exit 1; }
