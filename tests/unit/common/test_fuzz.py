@@ -1,7 +1,8 @@
 """Fuzzing every decoder: whatever the bytes, decoding returns a valid message or raises InvalidMessage.
 
-Three layers of input: arbitrary bytes; arbitrary JSON values; and valid messages with fields
-replaced by arbitrary JSON values (which gets past the parser into every check). Whatever
+Layers of input: arbitrary bytes; arbitrary JSON values; valid messages with fields replaced
+by arbitrary JSON values (which gets past the parser into every check); valid messages with
+raw bytes spliced in (invalid UTF-8 inside a string: json.dumps never writes it). Whatever
 decodes must hold every guarantee of messages.py and survive a round trip. Sized for CI
 (the file runs in a few seconds; CI's profile is derandomised, tests/conftest.py).
 """
@@ -153,3 +154,14 @@ def test_times_normalise_align_and_bound(minutes: int, seconds: int, offset: int
     assert (message is not None) == on_grid  # T +/- 2 years: never in the future, never before 1900
     if message is not None:
         assert message.ts == ts and message.ts.tzinfo is UTC
+
+
+@FUZZ
+@given(kind=st.sampled_from(list(BASES)), at=st.floats(0, 1), junk=st.binary(min_size=1, max_size=4),
+       overwrite=st.booleans())
+def test_valid_messages_with_bytes_spliced_in(kind: type, at: float, junk: bytes, overwrite: bool) -> None:
+    # Raw bytes inside the JSON text (json.dumps never writes them): invalid UTF-8 in a string,
+    # a broken number, a cut token.
+    data = json.dumps(BASES[kind]).encode()
+    i = int(at * len(data))
+    _decode(Codec(kind), data[:i] + junk + data[i + (len(junk) if overwrite else 0):])
