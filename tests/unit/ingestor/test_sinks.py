@@ -27,6 +27,9 @@ class Msg:
     def offset(self) -> int:
         return self._offset
 
+    def timestamp(self) -> tuple[int, int]:
+        return (0, -1)  # TIMESTAMP_NOT_AVAILABLE
+
 
 def bar(close: float = 10.5, ts: datetime = TS) -> bytes:
     return Codec(Bar).encode(Bar(symbol="AAPL", ts=ts, interval="1m", open=10.0, high=11.0, low=9.0,

@@ -67,7 +67,7 @@ from stockpipe.common.progress import Progress
 from stockpipe.common.reader import BEGINNING, ReadStats, ReadStopped, read_partitions
 from stockpipe.common.settings import CommonSettings
 
-__all__ = ["Batch", "Handler", "ConsumeLoop", "replay_to_committed", "REBUILD_INCOMPLETE"]
+__all__ = ["Batch", "Handler", "ConsumeLoop", "replay_to_committed", "received_at", "REBUILD_INCOMPLETE"]
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ class Handler:
         items, rejected, codecs = batch.items, batch.rejected, self.codecs
         for msg in messages:
             try:
-                items.append((msg, codecs[msg.topic()].decode(msg.value())))
+                items.append((msg, codecs[msg.topic()].decode(msg.value(), received_at(msg))))
             except InvalidMessage as exc:
                 rejected.append((msg, exc))
         return batch
@@ -134,10 +134,15 @@ class _InFlight:
     future: Future | None
 
 
-def _done() -> Future:
-    f: Future = Future()
-    f.set_result(None)
-    return f
+def received_at(msg: Message) -> float | None:
+    """The message's Kafka timestamp in seconds, for the decoder's "future" check.
+
+    Judging a bar's time against when it was produced, not only against now, gives the same
+    verdict on every read: a bar refused as "future" live is refused again when a replay
+    rebuilds state days later, so the rebuilt state is the live one.
+    """
+    kind, ms = msg.timestamp()
+    return ms / 1000.0 if kind else None
 
 
 class ConsumeLoop:

@@ -27,7 +27,7 @@ from prometheus_client import Counter
 
 from stockpipe.analytics.processor import Processor
 from stockpipe.analytics.settings import AnalyticsSettings
-from stockpipe.common.consume import Batch, Handler, replay_to_committed
+from stockpipe.common.consume import Batch, Handler, received_at, replay_to_committed
 from stockpipe.common.errors import InvalidMessage, StockpipeError, TransientError
 from stockpipe.common.http import Health
 from stockpipe.common.kafka import BatchConsumer, Message, Publisher, TopicPartition
@@ -133,7 +133,7 @@ class AnalyticsHandler(Handler):
 
         def feed(msg: Message) -> None:
             try:
-                process(decode(msg.value()), msg.partition())
+                process(decode(msg.value(), received_at(msg)), msg.partition())
             except InvalidMessage:
                 pass  # it went to the dead-letter topic the first time
 

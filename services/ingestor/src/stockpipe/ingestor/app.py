@@ -79,8 +79,9 @@ def decode_batch(messages: Sequence[Message], sinks_by_topic: dict[str, Sink]) -
         if value is None:
             rejected.append((msg, InvalidMessage("empty", "message has no value")))
             continue
+        kind, ms = msg.timestamp()
         try:
-            add(decode(value), rows)
+            add(decode(value, ms / 1000.0 if kind else None), rows)
         except DECODE_ERRORS as exc:
             rejected.append((msg, invalid(exc)))
     return batch
