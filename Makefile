@@ -16,11 +16,18 @@ PYPROJECTS := $(wildcard libs/*/pyproject.toml services/*/pyproject.toml)
 # Loads .local/env (written by infra-up) into a recipe's shell.
 WITH_ENV := set -a; source $(LOCAL_DIR)/env; set +a;
 SERVICES := producer ingestor analytics notifier
+SERVICES += dashboard
 # Each service's /metrics /healthz /readyz port under `make run` (one machine, one port each).
 PORT_producer := 8001
 PORT_ingestor := 8002
 PORT_analytics := 8003
 PORT_notifier := 8006
+PORT_dashboard := 8050
+# The dashboard's Pipeline health page reads the other services' /metrics.
+comma := ,
+empty :=
+space := $(empty) $(empty)
+export DASHBOARD_METRICS_URLS ?= $(subst $(space),$(comma),$(foreach s,$(filter-out dashboard,$(SERVICES)),$(s)=http://127.0.0.1:$(PORT_$(s))/metrics))
 
 .PHONY: help deps system-deps infra-up infra-down infra-status topics db-migrate run test test-unit lint images images-test bench soak clean
 
@@ -54,6 +61,7 @@ db-migrate: infra-up ## apply the database migrations in db/ (idempotent)
 	@$(WITH_ENV) $(PY) -m stockpipe.common.migrate
 
 run: deps ## run the whole pipeline locally, logs prefixed; Ctrl-C stops it (and the servers it started)
+	@echo "run: the dashboard will be on http://127.0.0.1:$(PORT_dashboard)/ (API: /api/v1, OpenAPI: /api/v1/openapi.json)"
 	@deploy/local/run.sh $(PY) $(foreach s,$(SERVICES),$(s)=$(PORT_$(s)))
 
 test: deps lint ## lint, unit and integration tests (starts its own Kafka and PostgreSQL under .local/test)
@@ -76,6 +84,7 @@ bench: deps ## benchmarks (message decoding, indicator engine, ingest vs COPY, a
 	$(PY) bench/indicators.py
 	$(PY) bench/ingest.py
 	$(PY) bench/analytics.py
+	$(PY) bench/dashboard.py
 
 soak: deps ## 10 minutes at 5,000 bars/s through producer, analytics, ingestor: memory, lag, latency (bench/results/soak.json)
 	$(PY) bench/soak.py

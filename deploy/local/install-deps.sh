@@ -3,6 +3,7 @@
 # Install what the local platform needs and is missing, so `make run` / `make test` work
 # on a fresh Debian or Ubuntu machine: a Java >= 17 runtime (Kafka 4), Maven (fetches the
 # Kafka jars), the PostgreSQL server, kcat (Kafka readiness checks, debugging), make,
+# Chromium and chromium-driver (the dashboard's browser tests),
 # and Python's venv module (the Makefile's .venv). Then fetch the Kafka jars, so nothing is
 # left to download later.
 #
@@ -39,6 +40,9 @@ check_all() {
   pg_bindir >/dev/null || need postgresql "the PostgreSQL 15 (or newer) server (initdb, pg_ctl, postgres)"
   have kcat || need kcat "kcat (formerly kafkacat)"
   have make || need make "GNU make"
+  # Headless Chromium and its WebDriver: the dashboard's browser tests drive them.
+  have chromium || need chromium "Chromium (the dashboard's browser tests)"
+  have chromedriver || need chromium-driver "chromedriver for Chromium (the dashboard's browser tests)"
   # Debian splits venv's bootstrap (ensurepip) into python3-venv; without it
   # `python3 -m venv` fails.
   if ! have python3; then

@@ -163,6 +163,10 @@ WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'app_user') \gexec
 ALTER ROLE :"app_user" WITH LOGIN CREATEDB PASSWORD :'app_password';
 SELECT format('CREATE DATABASE %I OWNER %I', :'app_db', :'app_user')
 WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = :'app_db') \gexec
+-- The dashboard's read-only role (SELECT granted by migration 0002); the app user may SET ROLE to it.
+SELECT 'CREATE ROLE stockpipe_reader NOLOGIN'
+WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'stockpipe_reader') \gexec
+GRANT stockpipe_reader TO :"app_user";
 SQL
 }
 
