@@ -81,11 +81,23 @@ def _limit(kind: str, default: int) -> fields.Integer:
                           metadata={"description": f"rows per page (1..{MAX_LIMIT[kind]})"})
 
 
+class _UtcDateTime(fields.AwareDateTime):
+    """An RFC 3339 time, normalised to UTC here: PostgreSQL refuses offsets beyond ±15:59."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> datetime:
+        ts = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            return ts.astimezone(UTC)
+        except OverflowError:  # e.g. 9999-12-31T23:00:00-05:00 is past year 9999 in UTC
+            raise ValidationError("Not a valid datetime: out of range in UTC.") from None
+
+
 def _time(description: str, key: str) -> fields.AwareDateTime:
     # A time without an offset is taken as UTC, as everywhere in stockpipe. `from` and `to`
     # are Python keywords: the fields are start/end, named from/to on the wire.
-    return fields.AwareDateTime(load_default=None, default_timezone=UTC, data_key=key,
-                                metadata={"description": description + " (RFC 3339; no offset = UTC)"})
+    rule = "; not after `to`" if key == "from" else ""
+    return _UtcDateTime(load_default=None, default_timezone=UTC, data_key=key,
+                        metadata={"description": description + f" (RFC 3339; no offset = UTC{rule})"})
 
 
 _CURSOR = fields.String(load_default=None, validate=validate.Length(1, 500),

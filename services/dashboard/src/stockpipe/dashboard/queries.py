@@ -188,7 +188,7 @@ def decode_cursor(cursor: str, kinds: Sequence[type]) -> list[Any]:
                 ts = datetime.fromisoformat(value)
                 if ts.tzinfo is None:
                     raise ValueError("naive time")
-                out.append(ts)
+                out.append(ts.astimezone(UTC))  # PostgreSQL refuses offsets beyond ±15:59
             elif kind is uuid.UUID:
                 out.append(str(uuid.UUID(value)))
             elif kind is int:
@@ -200,7 +200,7 @@ def decode_cursor(cursor: str, kinds: Sequence[type]) -> list[Any]:
                     raise ValueError("not a string")
                 out.append(value)
         return out
-    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError) as exc:
+    except (ValueError, TypeError, OverflowError, binascii.Error, UnicodeDecodeError) as exc:
         raise CursorError(f"invalid cursor: {exc}") from None
 
 
