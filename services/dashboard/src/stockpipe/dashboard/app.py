@@ -17,9 +17,12 @@ from pathlib import Path
 
 import dash
 import flask
+import psycopg2
+import psycopg2.pool
 from flask_smorest import Api
 
 from stockpipe.common.db import Database
+from stockpipe.common.errors import TransientError
 from stockpipe.dashboard import api, metrics, pages
 from stockpipe.dashboard.queries import Reader
 from stockpipe.dashboard.settings import DashboardSettings
@@ -31,6 +34,26 @@ logger = logging.getLogger(__name__)
 # Probes and scrapes stay reachable without credentials (kubelet and Prometheus talk to the
 # pod directly, not through the ingress that basic auth protects).
 _OPEN_PATHS = ("/healthz", "/readyz", "/metrics")
+
+
+class _PooledDatabase(Database):
+    """common.db's pool, keeping its connections open between requests.
+
+    psycopg2's pool closes every returned connection beyond ``minconn``, and common.db asks
+    for ``minconn=0``: each statement would pay a new connection (10-90 ms here). The
+    dashboard makes many short reads, so its pool keeps all of them (opened on first use,
+    never at import).
+    """
+
+    def _get_pool(self) -> psycopg2.pool.ThreadedConnectionPool:
+        with self._lock:
+            if self._pool is None:
+                try:
+                    self._pool = psycopg2.pool.ThreadedConnectionPool(self._max, self._max, self._dsn,
+                                                                      **self._connect_args)
+                except psycopg2.Error as exc:
+                    raise TransientError(f"PostgreSQL unreachable: {exc}".strip()) from exc
+            return self._pool
 
 
 def _route_kind(path: str) -> str:
@@ -67,7 +90,7 @@ def create_app(settings: DashboardSettings, *, db: Database | None = None) -> da
         OPENAPI_URL_PREFIX="/api/v1", OPENAPI_JSON_PATH="openapi.json",
         JSON_SORT_KEYS=False, MAX_CONTENT_LENGTH=1 << 20,
     )
-    db = db or Database(settings, max_connections=settings.dashboard_threads + 1)
+    db = db or _PooledDatabase(settings, max_connections=settings.dashboard_threads)
     reader = Reader(db)
     server.extensions["stockpipe_reader"] = reader
     server.extensions["stockpipe_db"] = db

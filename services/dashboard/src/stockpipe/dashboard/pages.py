@@ -471,9 +471,10 @@ def live_update(reader: Reader, state: dict | None) -> tuple[Any, Any]:
     last_bar = datetime.fromisoformat(state["bar"])
     last_ind = datetime.fromisoformat(state["ind"]) if state.get("ind") else last_bar
     try:
-        newest = reader.last_ts(symbol, interval)
-        bars = reader.bars(symbol, interval, after=last_bar, limit=500) if newest and newest > last_bar else []
-        ind = reader.indicators(symbol, interval, after=last_ind, limit=500)
+        with reader.batch() as r:
+            newest = r.last_ts(symbol, interval)
+            bars = r.bars(symbol, interval, after=last_bar, limit=500) if newest and newest > last_bar else []
+            ind = r.indicators(symbol, interval, after=last_ind, limit=500)
     except TransientError:
         raise PreventUpdate from None
     if not bars and not ind:

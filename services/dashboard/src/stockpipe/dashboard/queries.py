@@ -21,7 +21,8 @@ import base64
 import binascii
 import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -44,11 +45,11 @@ __all__ = [
 WINDOWS: dict[str, int | None] = {"1h": 3600, "1d": 86_400, "5d": 5 * 86_400, "1mo": 30 * 86_400, "all": None}
 
 _IND_COLS = ", ".join(INDICATOR_FIELDS)
-_IND_AVG = ", ".join(f"avg({c})" for c in INDICATOR_FIELDS)
 _SERIES_KEY = 'symbol = %(symbol)s AND "interval" = %(interval)s'
 _RANGE = "ts >= %(start)s AND ts <= %(end)s"
-# The bucket a bar falls in: its epoch seconds floored to a multiple of %(width)s.
-_BUCKET = "to_timestamp(floor(extract(epoch FROM ts) / %(width)s) * %(width)s)"
+# The bucket a time falls in: the start of its %(width)s-second bucket since 2000-01-01.
+_BUCKET_OF = "date_bin(%(width)s * interval '1 second', {ts}, '2000-01-01')"
+_BUCKET = _BUCKET_OF.format(ts="ts")
 
 # The distinct (symbol, interval) pairs by a loose index scan of price_bars' primary key:
 # one index probe per series instead of reading every bar.
@@ -104,6 +105,7 @@ SELECT ts, open, high, low, close, volume, source FROM price_bars
 WHERE {_SERIES_KEY} AND {_RANGE} AND ts > %(after)s
 ORDER BY ts LIMIT %(limit)s""",
     # One candle per bucket: first open, highest high, lowest low, last close, total volume.
+    # Buckets start at multiples of the width since 2000-01-01 (date_bin: no numeric epoch math).
     "bars_bucketed": f"""
 SELECT {_BUCKET} AS bucket, (array_agg(open ORDER BY ts))[1], max(high), min(low),
        (array_agg(close ORDER BY ts DESC))[1], sum(volume)::bigint, min(source)
@@ -113,11 +115,17 @@ GROUP BY 1 ORDER BY 1 LIMIT %(limit)s""",
 SELECT ts, close, {_IND_COLS} FROM indicators
 WHERE {_SERIES_KEY} AND {_RANGE} AND ts > %(after)s
 ORDER BY ts LIMIT %(limit)s""",
-    # Indicator lines per bucket: the mean of the bucket's values (a smooth line on a chart).
+    # Indicator values per bucket: those of its last bar (what the line shows at the bucket's
+    # end), one index probe per bucket instead of reading every row.
     "indicators_bucketed": f"""
-SELECT {_BUCKET} AS bucket, (array_agg(close ORDER BY ts DESC))[1], {_IND_AVG}
-FROM indicators WHERE {_SERIES_KEY} AND {_RANGE}
-GROUP BY 1 ORDER BY 1 LIMIT %(limit)s""",
+SELECT g.bucket, i.close, {", ".join("i." + c for c in INDICATOR_FIELDS)}
+FROM generate_series({_BUCKET_OF.format(ts="%(start)s::timestamptz")}, %(end)s::timestamptz,
+                     %(width)s * interval '1 second') AS g(bucket)
+CROSS JOIN LATERAL (
+    SELECT close, {_IND_COLS} FROM indicators
+    WHERE {_SERIES_KEY} AND ts >= g.bucket AND ts < g.bucket + %(width)s * interval '1 second' AND ts <= %(end)s
+    ORDER BY ts DESC LIMIT 1) i
+ORDER BY 1 LIMIT %(limit)s""",
     # Alerts of one series in a window, with the bar's high to place the marker.
     "series_alerts": """
 SELECT a.id, a.ts, a.rule, a.value, a.threshold, a.message, b.high
@@ -251,10 +259,23 @@ def _columns(rows: Sequence[Sequence[Any]], names: Sequence[str]) -> dict[str, l
 class Reader:
     """Read-only access to the pipeline's tables; every method is one or a few statements."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, cursor: Any = None) -> None:
         self.db = db
+        self._cursor = cursor
+
+    @contextmanager
+    def batch(self) -> Iterator[Reader]:
+        """A reader whose statements share one connection and one (read-only) transaction."""
+        if self._cursor is not None:
+            yield self
+            return
+        with self.db.transaction() as cur:
+            yield Reader(self.db, cur)
 
     def _all(self, name: str, params: Mapping[str, Any]) -> list[tuple]:
+        if self._cursor is not None:
+            self._cursor.execute(SQL[name], params)
+            return self._cursor.fetchall()
         with self.db.transaction() as cur:
             cur.execute(SQL[name], params)
             return cur.fetchall()
@@ -351,6 +372,10 @@ class Reader:
     # -- the symbol view
     def chart(self, symbol: str, interval: str, window: str, max_points: int) -> Chart:
         """Everything the symbol view draws, downsampled to at most ``max_points`` buckets."""
+        with self.batch() as reader:
+            return reader._chart(symbol, interval, window, max_points)
+
+    def _chart(self, symbol: str, interval: str, window: str, max_points: int) -> Chart:
         start, end, source = self.window_range(symbol, interval, window)
         if end is None:
             empty_bars = {c: [] for c in BAR_COLUMNS}
