@@ -38,10 +38,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "integration"))
 
+from test_dashboard_queries import START, fill_history  # noqa: E402
+
 from stockpipe.common.messages import Bar, Codec  # noqa: E402
 
-from harness import Stack, bench_stack, wait_for  # noqa: E402
-from test_dashboard_queries import START, fill_history  # noqa: E402
+from harness import Stack, bench_stack, infra, wait_for  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
 WINDOWS = ("1h", "1d", "5d", "1mo", "all")
@@ -113,7 +114,7 @@ def live_latency(stack: Stack, port: int, symbol: str, bars: int, count: int) ->
             var g = document.querySelector('#symbol-graph .js-plotly-plot'); if (!g || !g.data) return;
             var x = g.data[0].x, now = Date.now();
             for (var i = Math.max(0, x.length - 20); i < x.length; i++) {
-                var t = String(x[i]).slice(0, 16); if (!(t in window.__seen)) window.__seen[t] = now; } }, 10);""")
+                var t = new Date(x[i]).toISOString().slice(0, 16); if (!(t in window.__seen)) window.__seen[t] = now; } }, 10);""")
         last = START + timedelta(minutes=bars - 1)
         close = 100.0
         published = {}
@@ -140,17 +141,29 @@ def main() -> int:
     parser.add_argument("--bars", type=int, default=40_000)
     parser.add_argument("--requests", type=int, default=40, help="timed requests per window and kind")
     parser.add_argument("--live", type=int, default=30, help="bars published for the live latency")
+    parser.add_argument("--keep", action="store_true", help="keep the loaded database (its name is printed)")
+    parser.add_argument("--database", help="measure on a database an earlier --keep run loaded (skips the load)")
     args = parser.parse_args()
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     random.seed(1)
 
-    stack = bench_stack()
+    if args.database:
+        state = REPO / ".local" / "bench"
+        stack = Stack(infra("up", state), state / "work", database=args.database)
+        stack.run_module("stockpipe.common.topics", TOPIC_PARTITIONS="6")
+    else:
+        stack = bench_stack()
     try:
         symbols = [f"SYN{i:04d}" for i in range(1, args.symbols + 1)]
         t0 = time.monotonic()
-        counts = fill_history(stack.dsn, symbols, args.bars)
-        load_s = time.monotonic() - t0
-        print(f"loaded {counts} in {load_s:.0f} s", flush=True)
+        if args.database:
+            counts = {t: stack.scalar(f"SELECT count(*) FROM {t}") for t in ("price_bars", "indicators", "alerts",
+                                                                              "forecasts", "models")}
+            load_s = None
+        else:
+            counts = fill_history(stack.dsn, symbols, args.bars)
+            load_s = round(time.monotonic() - t0, 1)
+        print(f"database {stack.database}: {counts}, loaded in {load_s} s", flush=True)
         ingestor = stack.start("ingestor")
         dash = stack.start("dashboard", DASHBOARD_WORKERS=2)
         dash.wait_ready(60)
@@ -202,7 +215,7 @@ def main() -> int:
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                         "loadavg_at_end": [round(x, 2) for x in os.getloadavg()]},
             "data": {"symbols": args.symbols, "bars_per_symbol": args.bars, "rows": counts,
-                     "load_seconds": round(load_s, 1)},
+                     "load_seconds": load_s},
             "server": "gunicorn, 2 workers x 4 threads (python -m stockpipe.dashboard), max 2000 points per chart",
             "symbol_view_callback": callback,
             "api_bars_page_limit_5000": api_page,
@@ -217,7 +230,12 @@ def main() -> int:
         (RESULTS / "dashboard.json").write_text(json.dumps(result, indent=2) + "\n")
         print(json.dumps(result["met"]))
     finally:
-        stack.destroy()
+        if args.keep:
+            for p in stack.processes:
+                p.kill()
+            print(f"kept database {stack.database}: --database {stack.database} measures it again")
+        else:
+            stack.destroy()
     return 0
 
 

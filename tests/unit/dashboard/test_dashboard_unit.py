@@ -130,10 +130,13 @@ def test_symbol_figure_trace_layout() -> None:
     assert len(data[TRACE["alerts"]]["x"]) == 2 and data[TRACE["alerts"]]["visible"] == "legendonly"
     assert [t["yaxis"] for t in data[TRACE["rsi"]:TRACE["volatility"] + 1]] == ["y3", "y4", "y4", "y4", "y5"]
     band, line = data[FORECAST_START:]
-    assert band["fill"] == "toself" and band["y"] == [6.0, 6.0, 6.0, 4.0, 4.0, 4.0]
+    assert band["fill"] == "toself" and band["y"] == [6.0, 6.0, 6.0, 4.0, 4.0, 4.0] and len(band["x"]) == 6
     assert line["name"] == "forecast naive" and line["y"] == [5.0, 5.0, 5.0]
     assert fig["layout"]["font"]["color"] == "#e4e7eb"
-    json.dumps(fig)  # plain JSON: no plotly objects, times as strings
+    from plotly.io.json import to_json_plotly
+
+    out = json.loads(to_json_plotly(fig))  # numpy arrays out as JSON: times in epoch ms, NaN as null
+    assert out["data"][0]["x"][0] == T0.timestamp() * 1000 and out["data"][TRACE["rsi"]]["y"][0] is None
     assert {name for names in OVERLAYS.values() for name in names} <= set(TRACE)
 
 
@@ -141,7 +144,8 @@ def test_live_patch_arrays_extend_the_right_traces() -> None:
     bars = [(T0, 1.0, 2.0, 0.5, 1.5, 100, "synthetic")]
     ind = [(T0, 1.5, *([None] * 11), 0.01)]
     out = live_patch_arrays(bars, ind)
-    assert out[TRACE["candles"]] == {"x": [T0.isoformat()], "open": [1.0], "high": [2.0], "low": [0.5], "close": [1.5]}
+    ms = int(T0.timestamp() * 1000)
+    assert out[TRACE["candles"]] == {"x": [ms], "open": [1.0], "high": [2.0], "low": [0.5], "close": [1.5]}
     assert out[TRACE["volume"]]["y"] == [100] and out[TRACE["volatility"]]["y"] == [0.01]
     assert out[TRACE["rsi"]]["y"] == [None]
     assert live_patch_arrays([], []) == {}

@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+import numpy as np
+
 from stockpipe.dashboard.queries import Chart
 
 __all__ = [
@@ -54,8 +56,17 @@ THEMES: dict[str, dict[str, str]] = {
 _ROWS = {"y": (0.47, 1.0), "y2": (0.37, 0.455), "y3": (0.245, 0.355), "y4": (0.12, 0.23), "y5": (0.0, 0.105)}
 
 
-def _iso(values: Sequence[Any]) -> list[Any]:
-    return [v.isoformat() if isinstance(v, datetime) else v for v in values]
+def _iso(values: Sequence[Any]) -> np.ndarray:
+    """Times as epoch milliseconds (a date axis reads numbers as ms): numpy arrays go to JSON
+    in one orjson call, where plotly walks a Python list element by element (5x slower for
+    a 2,000-candle figure), and 13 digits are half an ISO string's size."""
+    return np.array([v.timestamp() * 1000 if isinstance(v, datetime) else v for v in values], dtype=np.float64) \
+        .round().astype(np.int64) if len(values) else np.array([], dtype=np.int64)
+
+
+def _num(values: Sequence[Any]) -> np.ndarray:
+    """Numbers as a float array; None (warming up) becomes NaN, which goes out as null."""
+    return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
 
 
 def _line(name: str, x: list, y: list, color: str, *, yaxis: str = "y", visible: bool | str = True,
@@ -63,7 +74,7 @@ def _line(name: str, x: list, y: list, color: str, *, yaxis: str = "y", visible:
     line: dict[str, Any] = {"color": color, "width": width}
     if dash:
         line["dash"] = dash
-    return {"type": "scatter", "mode": "lines", "name": name, "x": x, "y": y, "xaxis": "x", "yaxis": yaxis,
+    return {"type": "scatter", "mode": "lines", "name": name, "x": x, "y": _num(y), "xaxis": "x", "yaxis": yaxis,
             "line": line, "visible": visible, "hoverinfo": "x+y+name", "connectgaps": False, "showlegend": legend}
 
 
@@ -97,8 +108,8 @@ def symbol_figure(chart: Chart, theme: str = "light", overlays: Sequence[str] = 
 
     alerts = [a for a in chart.alerts if a.get("high") is not None]
     data: list[dict[str, Any]] = [
-        {"type": "candlestick", "name": chart.symbol, "x": bx, "open": b["open"], "high": b["high"],
-         "low": b["low"], "close": b["close"], "xaxis": "x", "yaxis": "y",
+        {"type": "candlestick", "name": chart.symbol, "x": bx, "open": _num(b["open"]), "high": _num(b["high"]),
+         "low": _num(b["low"]), "close": _num(b["close"]), "xaxis": "x", "yaxis": "y",
          "increasing": {"line": {"color": t["up"], "width": 1}, "fillcolor": t["up"]},
          "decreasing": {"line": {"color": t["down"], "width": 1}, "fillcolor": t["down"]}},
         _line("SMA short", ix, ind["sma_short"], t["sma"], visible=shown("sma")),
@@ -113,12 +124,12 @@ def symbol_figure(chart: Chart, theme: str = "light", overlays: Sequence[str] = 
          "text": [f"{a['rule']}: {a['message']}" for a in alerts], "hoverinfo": "x+text",
          "marker": {"symbol": "triangle-down", "size": 8, "color": t["alert"],
                     "line": {"width": 1, "color": t["text"]}}, "visible": shown("alerts")},
-        {"type": "bar", "name": "volume", "x": bx, "y": b["volume"], "xaxis": "x", "yaxis": "y2",
+        {"type": "bar", "name": "volume", "x": bx, "y": _num(b["volume"]), "xaxis": "x", "yaxis": "y2",
          "marker": {"color": t["volume"]}, "showlegend": False},
         _line("RSI", ix, ind["rsi"], t["rsi"], yaxis="y3", legend=False),
         _line("MACD", ix, ind["macd"], t["macd"], yaxis="y4", legend=False),
         _line("MACD signal", ix, ind["macd_signal"], t["signal"], yaxis="y4", legend=False),
-        {"type": "bar", "name": "MACD histogram", "x": ix, "y": ind["macd_hist"], "xaxis": "x", "yaxis": "y4",
+        {"type": "bar", "name": "MACD histogram", "x": ix, "y": _num(ind["macd_hist"]), "xaxis": "x", "yaxis": "y4",
          "marker": {"color": t["volume"]}, "showlegend": False},
         _line("volatility", ix, ind["volatility"], t["vol"], yaxis="y5", legend=False),
     ]
@@ -166,7 +177,7 @@ def forecast_traces(points: Sequence[Mapping[str, Any]], t: Mapping[str, str]) -
         if banded:
             bxs = _iso([p["target_ts"] for p in banded])
             traces.append({"type": "scatter", "mode": "lines", "name": f"{model} interval", "xaxis": "x",
-                           "yaxis": "y", "x": bxs + bxs[::-1],
+                           "yaxis": "y", "x": np.concatenate([bxs, bxs[::-1]]),
                            "y": [p["hi"] for p in banded] + [p["lo"] for p in banded][::-1],
                            "fill": "toself", "fillcolor": t["band"], "line": {"width": 0},
                            "hoverinfo": "skip", "showlegend": False})
@@ -184,14 +195,14 @@ def live_patch_arrays(bars: Sequence[Sequence[Any]], indicators: Sequence[Sequen
     """
     out: dict[int, dict[str, list]] = {}
     if bars:
-        ts = _iso([r[0] for r in bars])
+        ts = _iso([r[0] for r in bars]).tolist()
         out[TRACE["candles"]] = {"x": ts, "open": [r[1] for r in bars], "high": [r[2] for r in bars],
                                  "low": [r[3] for r in bars], "close": [r[4] for r in bars]}
         out[TRACE["volume"]] = {"x": ts, "y": [r[5] for r in bars]}
     if indicators:
         from stockpipe.common.messages import INDICATOR_FIELDS
 
-        ts = _iso([r[0] for r in indicators])
+        ts = _iso([r[0] for r in indicators]).tolist()
         col = {name: [r[2 + i] for r in indicators] for i, name in enumerate(INDICATOR_FIELDS)}
         for name in ("sma_short", "sma_long", "ema_short", "ema_long", "bb_upper", "bb_middle", "bb_lower",
                      "rsi", "macd", "macd_signal", "macd_hist", "volatility"):
