@@ -115,7 +115,8 @@ def live_latency(stack: Stack, port: int, symbol: str, bars: int, count: int) ->
             var x = g.data[0].x, now = Date.now();
             for (var i = Math.max(0, x.length - 20); i < x.length; i++) {
                 var t = new Date(x[i]).toISOString().slice(0, 16); if (!(t in window.__seen)) window.__seen[t] = now; } }, 10);""")
-        last = START + timedelta(minutes=bars - 1)
+        # After the series' newest bar (a reused database holds an earlier run's live bars).
+        last = stack.scalar("SELECT max(ts) FROM price_bars WHERE symbol = %s AND \"interval\" = '1m'", (symbol,))
         close = 100.0
         published = {}
         for k in range(1, count + 1):
