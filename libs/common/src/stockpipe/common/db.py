@@ -79,8 +79,10 @@ class Database:
         with self._lock:
             if self._pool is None:
                 try:
+                    # psycopg2 keeps at most ``minconn`` idle connections and closes every
+                    # other one it gets back: with 0, each transaction connected anew.
                     self._pool = psycopg2.pool.ThreadedConnectionPool(
-                        0, self._max, self._dsn, **self._connect_args)
+                        1, self._max, self._dsn, **self._connect_args)
                 except psycopg2.Error as exc:
                     raise TransientError(f"PostgreSQL unreachable: {exc}".strip()) from exc
             return self._pool
