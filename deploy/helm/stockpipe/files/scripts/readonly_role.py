@@ -27,9 +27,12 @@ with conn.cursor() as cur:
     cur.execute("SELECT current_user, current_database()")
     writer, database = cur.fetchone()
     cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
-    verb = "ALTER" if cur.fetchone() else "CREATE"
-    cur.execute(sql.SQL(verb + " ROLE {} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD %s").format(r),
-                (password,))
+    exists = cur.fetchone() is not None
+    verb = "ALTER" if exists else "CREATE"
+    # Only a superuser may even restate NOSUPERUSER on an existing role: an ALTER sets the
+    # password and login alone (a role the DBA made keeps the attributes the DBA gave it).
+    attributes = "LOGIN" if exists else "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE"
+    cur.execute(sql.SQL(verb + " ROLE {} WITH " + attributes + " PASSWORD %s").format(r), (password,))
     cur.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(sql.Identifier(database), r))
     cur.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(r))
     cur.execute(sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {}").format(r))
@@ -37,4 +40,4 @@ with conn.cursor() as cur:
         sql.Identifier(writer), r))
     cur.execute(sql.SQL("ALTER ROLE {} SET default_transaction_read_only = on").format(r))
 conn.close()
-print(f"readonly_role: {verb.lower()}d role {role} (SELECT on {database}.public)", flush=True)
+print(f"readonly_role: {'altered' if exists else 'created'} role {role} (SELECT on {database}.public)", flush=True)
