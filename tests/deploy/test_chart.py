@@ -376,3 +376,32 @@ def test_network_policies() -> None:
 def test_notes_say_how_to_reach_the_dashboard() -> None:
     notes = (CHART / "templates" / "NOTES.txt").read_text()
     assert "port-forward" in notes and "ingress" in notes.lower() and "httproute" in notes.lower()
+
+
+# -- documentation ---------------------------------------------------------------------------
+
+
+def test_every_value_is_documented_and_the_readme_table_is_current() -> None:
+    import sys
+
+    import yaml
+
+    sys.path.insert(0, str(CHART.parent / "tools"))
+    import values_table
+
+    text = (CHART / "values.yaml").read_text()
+    documented = {row[0] for row in values_table.rows(text)}
+
+    def leaves(node, path=()):
+        if isinstance(node, dict) and node:
+            for k, v in node.items():
+                yield from leaves(v, (*path, k))
+        else:
+            yield path
+
+    undocumented = [".".join(p) for p in leaves(yaml.safe_load(text))
+                    if not any(".".join(p[:i]) in documented for i in range(1, len(p) + 1))]
+    assert not undocumented, f"values without a `# --` comment (on them or a parent): {undocumented}"
+    proc = subprocess.run([sys.executable, str(CHART.parent / "tools" / "values_table.py"), "--check"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
