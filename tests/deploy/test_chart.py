@@ -373,9 +373,33 @@ def test_network_policies() -> None:
     assert not objects(render({"networkPolicy": {"enabled": False}}), "NetworkPolicy")
 
 
-def test_notes_say_how_to_reach_the_dashboard() -> None:
-    notes = (CHART / "templates" / "NOTES.txt").read_text()
-    assert "port-forward" in notes and "ingress" in notes.lower() and "httproute" in notes.lower()
+def _notes(tmp_path, *args: str) -> str:
+    """NOTES.txt as `helm install` prints it (helm template skips it: a copy of the chart
+    renders it into a ConfigMap instead)."""
+    import shutil
+
+    chart = tmp_path / "chart"
+    if not chart.exists():
+        shutil.copytree(CHART, chart)
+        notes = (chart / "templates" / "NOTES.txt").read_text()
+        (chart / "templates" / "_zz_notes.tpl").write_text('{{- define "zz.notes" -}}\n' + notes + "\n{{- end -}}\n")
+        (chart / "templates" / "zz-notes.yaml").write_text(
+            'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\ndata:\n  notes: {{ include "zz.notes" . | quote }}\n')
+    proc = subprocess.run([tool("helm"), "template", "sp", str(chart), "-n", "stockpipe", "--kube-version", KUBE_VERSION,
+                           "--show-only", "templates/zz-notes.yaml", *args], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    import yaml
+
+    return yaml.safe_load(proc.stdout)["data"]["notes"]
+
+
+def test_notes_say_how_to_reach_the_dashboard(tmp_path) -> None:
+    assert "kubectl -n stockpipe port-forward svc/sp-stockpipe-dashboard 8050:80" in _notes(tmp_path)
+    assert "http://stockpipe.local/" in _notes(tmp_path, "--set", "ingress.enabled=true")
+    routed = _notes(tmp_path, "--set", "httpRoute.enabled=true", "--set", "httpRoute.hostnames[0]=sp.example")
+    assert "http://sp.example/" in routed
+    external = _notes(tmp_path, "-f", str(CHART / "ci" / "external-values.yaml"))
+    assert "kafka-0.kafka.example.svc:9093" in external and "Strimzi" not in external
 
 
 # -- documentation ---------------------------------------------------------------------------
