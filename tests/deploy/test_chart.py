@@ -429,3 +429,20 @@ def test_every_value_is_documented_and_the_readme_table_is_current() -> None:
     proc = subprocess.run([sys.executable, str(CHART.parent / "tools" / "values_table.py"), "--check"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_dashboard_settings_from_the_chart() -> None:
+    docs = render({"dashboard": {"authPassword": "pw", "config": {"DASHBOARD_AUTH_USER": "me"}},
+                   "notifier": {"enabled": False}})
+    env = container_env(docs, pod_spec(one(docs, "Deployment", "t-stockpipe-dashboard"))["containers"][0])
+    assert env["DASHBOARD_DB_ROLE"] == env["POSTGRES_USER"] == "stockpipe_readonly"
+    assert (env["DASHBOARD_AUTH_USER"], env["DASHBOARD_AUTH_PASSWORD"]) == ("me", "pw")
+    urls = dict(u.split("=", 1) for u in env["DASHBOARD_METRICS_URLS"].split(","))
+    assert urls == {s: f"http://t-stockpipe-{s}:8000/metrics" for s in ("producer", "ingestor", "analytics", "forecaster")}
+    # ... and the policies let it read them.
+    np = one(docs, "NetworkPolicy", "t-stockpipe-ingestor")["spec"]["ingress"][0]["from"]
+    assert {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "stockpipe", "app.kubernetes.io/instance": "t",
+                                            "app.kubernetes.io/component": "dashboard"}}} in np
+    # Without a password the Secret has no key and the variable is optional.
+    docs = render()
+    assert "dashboard-auth-password" not in one(docs, "Secret", "t-stockpipe")["data"]

@@ -181,6 +181,16 @@ SERVICE_NAME: {{ .name | quote }}
 HTTP_PORT: {{ $svc.port | quote }}
 {{- if eq .name "dashboard" }}
 POSTGRES_USER: {{ .ctx.Values.postgresql.readonlyRole.username | quote }}
+{{- /* SET ROLE to itself: the sessions keep the read-only login role's own rights. */}}
+DASHBOARD_DB_ROLE: {{ .ctx.Values.postgresql.readonlyRole.username | quote }}
+{{- $urls := list -}}
+{{- range $s := splitList " " (include "stockpipe.services" .ctx) -}}
+{{- $v := index $.ctx.Values $s -}}
+{{- if and $v.enabled (ne $s "dashboard") -}}
+{{- $urls = append $urls (printf "%s=http://%s:%d/metrics" $s (include "stockpipe.componentName" (dict "ctx" $.ctx "component" $s)) (int $v.port)) -}}
+{{- end -}}
+{{- end }}
+DASHBOARD_METRICS_URLS: {{ join "," $urls | quote }}
 {{- end }}
 {{- range $k, $v := $svc.config }}
 {{ $k }}: {{ $v | toString | quote }}
@@ -226,6 +236,9 @@ every template (Secret, checksums) sees the same generated passwords. */}}
 {{- $_ := set $d $k.kafkaSaslPassword (required "kafka.sasl.password is required with kafka.sasl.mechanism (or use existingSecret)" .Values.kafka.sasl.password | b64enc) -}}
 {{- end -}}
 {{- $_ := set $d $k.notifyEndpoints (toJson (.Values.notifier.endpoints | default list) | b64enc) -}}
+{{- if .Values.dashboard.authPassword -}}
+{{- $_ := set $d $k.dashboardAuthPassword (.Values.dashboard.authPassword | b64enc) -}}
+{{- end -}}
 {{- $_ := set .Values "__secretData" (toYaml $d) -}}
 {{- end -}}
 {{- index .Values "__secretData" -}}

@@ -97,6 +97,14 @@ spec:
                 name: {{ $full }}
           env:
             {{- include "stockpipe.secretEnv" (dict "ctx" $ctx "readonly" (eq $name "dashboard")) | nindent 12 }}
+            {{- if eq $name "dashboard" }}
+            - name: DASHBOARD_AUTH_PASSWORD
+              valueFrom:
+                secretKeyRef:
+                  name: {{ include "stockpipe.secretName" $ctx }}
+                  key: {{ $ctx.Values.secretKeys.dashboardAuthPassword }}
+                  optional: true
+            {{- end }}
             {{- if eq $name "notifier" }}
             - name: NOTIFY_ENDPOINTS
               valueFrom:
