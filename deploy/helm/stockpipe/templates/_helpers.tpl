@@ -165,6 +165,7 @@ POSTGRES_USER: {{ .Values.postgresql.username | quote }}
 POSTGRES_CONNECT_TIMEOUT: {{ .Values.postgresql.connectTimeout | quote }}
 HTTP_HOST: "0.0.0.0"
 LIVENESS_TIMEOUT: {{ $c.livenessTimeout | quote }}
+CLOCK_SKEW_TOLERANCE: {{ $c.clockSkewTolerance | quote }}
 LOG_LEVEL: {{ $c.logLevel | quote }}
 LOG_FORMAT: {{ $c.logFormat | quote }}
 SHUTDOWN_TIMEOUT: {{ $c.shutdownTimeout | quote }}
