@@ -30,6 +30,7 @@ space := $(empty) $(empty)
 export DASHBOARD_METRICS_URLS ?= $(subst $(space),$(comma),$(foreach s,$(filter-out dashboard,$(SERVICES)),$(s)=http://127.0.0.1:$(PORT_$(s))/metrics))
 
 .PHONY: help deps system-deps infra-up infra-down infra-status topics db-migrate run test test-unit lint images images-test bench soak clean
+.PHONY: chart-tools helm-lint chart-test kind-up kind-down
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -73,11 +74,26 @@ lint: deps ## ruff over the whole tree (settings in pyproject.toml)
 test-unit: deps ## unit tests only (no Kafka, no PostgreSQL)
 	$(PY) -m pytest tests/unit
 
-images: ## build the service images stockpipe-<service>:<version> and :latest (Docker + BuildKit; see deploy/docker)
-	@deploy/docker/build.sh $(SERVICES)
+images: ## build the image of every service in services/ (stockpipe-<service>:<version>, :latest; Docker + BuildKit; see deploy/docker)
+	@deploy/docker/build.sh
 
 images-test: system-deps images ## smoke-test the images in locked-down containers against a local Kafka + PostgreSQL
 	@SMOKE_LOCAL_DIR=$(LOCAL_DIR)/docker deploy/docker/smoke-test.sh
+
+chart-tools: ## install helm, kubeconform, promtool and offline Kubernetes/CRD schemas into a cache outside the clone
+	@deploy/helm/tools/install.sh
+
+helm-lint: chart-tools ## helm lint --strict, helm template and kubeconform of every deploy/helm/stockpipe/ci/*-values.yaml
+	@deploy/helm/lint.sh
+
+chart-test: deps chart-tools ## the chart's tests: rendered objects, promtool rules, chart-vs-code drift, kind steps
+	$(PY) -m pytest tests/deploy/test_chart.py tests/deploy/test_chart_monitoring.py tests/deploy/test_chart_drift.py tests/deploy/test_kind.py
+
+kind-up: ## a local kind cluster: images built and loaded, kube-prometheus-stack, the chart; prints the URLs
+	@deploy/kind/kind-up.sh
+
+kind-down: ## delete the kind cluster made by kind-up
+	@deploy/kind/kind-down.sh
 
 bench: deps ## benchmarks (message decoding, indicator engine, ingest vs COPY, analytics end to end); figures in bench/results/
 	$(PY) bench/decode.py

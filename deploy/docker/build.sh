@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the service images: stockpipe-<service>:<version> and :latest for each SERVICE
-# (default: producer ingestor analytics), from deploy/docker/Dockerfile with the repo
-# root as context. Makes the base image first when it is missing (base-image.sh).
+# (default: every service whose package is in this checkout, i.e. has
+# services/<name>/src/stockpipe/<name>/__main__.py), from deploy/docker/Dockerfile with the
+# repo root as context. Makes the base image first when it is missing (base-image.sh).
 #
 # Usage: deploy/docker/build.sh [SERVICE...]
 #
@@ -26,10 +27,17 @@ KNOWN="producer ingestor analytics forecaster dashboard notifier"
 log() { printf 'build: %s\n' "$*" >&2; }
 die() { printf 'build: error: %s\n' "$*" >&2; exit 1; }
 
-(( $# )) || set -- producer ingestor analytics
+if (( $# == 0 )); then
+  for s in $KNOWN; do
+    [[ -f "$ROOT/services/$s/src/stockpipe/$s/__main__.py" ]] && set -- "$@" "$s"
+  done
+  (( $# )) || die "no service with a __main__.py under services/"
+  log "services in this checkout: $*"
+fi
 for s in "$@"; do
   [[ " $KNOWN " == *" $s "* ]] || die "unknown service '$s' (one of: $KNOWN)"
   [[ -f "$ROOT/services/$s/pyproject.toml" ]] || die "no services/$s/pyproject.toml"
+  [[ -f "$ROOT/services/$s/src/stockpipe/$s/__main__.py" ]] || die "services/$s has no __main__.py yet: nothing to run in an image"
 done
 
 # A docker client that builds with BuildKit (secrets, cache mounts): `docker buildx`, or

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Smoke test of the service images against a real Kafka and PostgreSQL: the set-up jobs,
-# then ingestor + analytics + producer in containers locked down as in Kubernetes
+# Smoke test of the service images against a real Kafka and PostgreSQL: what every image
+# holds (uid 10001, no compiler, no pip, no test suites, no package caches), the set-up
+# jobs, then ingestor + analytics + producer in containers locked down as in Kubernetes
 # (--read-only root filesystem, writable /tmp only, --cap-drop ALL, uid 10001,
-# no-new-privileges), 2000 synthetic bars end to end, health endpoints, clean SIGTERM.
+# no-new-privileges), 2000 synthetic bars end to end, health endpoints; every other service
+# of the checkout (forecaster, dashboard under gunicorn, notifier) ready and healthy beside
+# them; clean SIGTERM for all.
 #
 # Usage: deploy/docker/smoke-test.sh        (build the images first: deploy/docker/build.sh)
 #
@@ -28,7 +31,12 @@ TIMEOUT="${SMOKE_TIMEOUT:-180}"
 export STOCKPIPE_LOCAL_DIR="${SMOKE_LOCAL_DIR:-$ROOT/.local/docker}"
 INFRA="$ROOT/deploy/local/infra.sh"
 RUN_ID="$$"
-declare -A PORT=([producer]=18001 [ingestor]=18002 [analytics]=18003)
+declare -A PORT=([producer]=18001 [ingestor]=18002 [analytics]=18003 [forecaster]=18004 [dashboard]=18005 [notifier]=18006)
+# The services beyond the core three whose package is in this checkout (their images too).
+EXTRA=()
+for s in forecaster dashboard notifier; do
+  [[ -f "$ROOT/services/$s/src/stockpipe/$s/__main__.py" ]] && EXTRA+=("$s")
+done
 CONTAINERS=()
 T0="$(date +%s)"
 
@@ -70,9 +78,25 @@ trap 'log "interrupted"; exit 130' INT TERM
 command -v docker >/dev/null || fail "docker not found"
 docker info >/dev/null 2>&1 || fail "cannot reach the Docker daemon; start it: dockerd --bridge=none --iptables=false > /tmp/dockerd.log 2>&1 &"
 command -v curl >/dev/null || fail "curl not found"
-for s in producer ingestor analytics; do
+for s in producer ingestor analytics "${EXTRA[@]}"; do
   docker image inspect "$IMAGE_PREFIX$s:$TAG" >/dev/null 2>&1 \
     || fail "image $IMAGE_PREFIX$s:$TAG missing: run deploy/docker/build.sh first"
+done
+
+# ---- what each image holds: non-root, no build tools, no test suites, no caches
+for s in producer ingestor analytics "${EXTRA[@]}"; do
+  image="$IMAGE_PREFIX$s:$TAG"
+  user="$(docker image inspect -f '{{.Config.User}}' "$image")"
+  [[ "$user" == 10001:10001 ]] || fail "$image runs as '$user' (expected 10001:10001)"
+  problems="$(docker run --rm --network none --read-only --entrypoint python "$image" -c '
+import glob, os, shutil, site
+bad = [t for t in ("gcc", "cc", "c++", "make", "pip", "pip3") if shutil.which(t)]
+bad += [d for p in site.getsitepackages() for d in glob.glob(p + "/*/tests") + glob.glob(p + "/*/*/tests")]
+bad += [d for d in ("/root/.cache", "/opt/build", "/src") if os.path.exists(d)]
+bad += ["/var/lib/apt/lists/" + f for f in os.listdir("/var/lib/apt/lists") if f not in ("lock", "partial", "auxfiles")]
+print(" ".join(bad))')" || fail "$image: cannot run python -c"
+  [[ -z "$problems" ]] || fail "$image holds what it should not: $problems"
+  log "$image: uid 10001, no compiler/pip/tests/caches, $(docker image inspect -f '{{.Size}}' "$image" | awk '{printf "%.0f MB", $1/1e6}')"
 done
 
 # SQL count through psql, else through the project's venv.
@@ -94,7 +118,7 @@ http_code() {
   curl -s -o /dev/null -m 5 -w '%{http_code}' "http://127.0.0.1:$1$2" || true
 }
 
-for s in producer ingestor analytics; do
+for s in producer ingestor analytics "${EXTRA[@]}"; do
   [[ "$(http_code "${PORT[$s]}" /)" == 000 ]] || fail "port ${PORT[$s]} (for $s) is already in use on 127.0.0.1"
 done
 
@@ -196,6 +220,25 @@ for s in ingestor analytics; do
   log "$s: /readyz 200, /healthz 200, /metrics $(wc -l <<<"$metrics") lines"
 done
 
+# ---- the other services of this checkout: ready, healthy, metrics (the dashboard under gunicorn)
+for s in "${EXTRA[@]}"; do
+  start "$s" "$s" -e "HTTP_PORT=${PORT[$s]}"
+done
+for s in "${EXTRA[@]}"; do
+  deadline=$(( $(date +%s) + 90 ))
+  until [[ "$(http_code "${PORT[$s]}" /readyz)" == 200 ]]; do
+    (( $(date +%s) < deadline )) || fail "$s: /readyz not 200 within 90 s (last: $(http_code "${PORT[$s]}" /readyz))"
+    [[ "$(docker inspect -f '{{.State.Running}}' "stockpipe-smoke-$s-$RUN_ID")" == true ]] || fail "$s exited"
+    sleep 1
+  done
+  [[ "$(http_code "${PORT[$s]}" /healthz)" == 200 ]] || fail "$s: GET /healthz not 200"
+  curl -fsS -m 5 "http://127.0.0.1:${PORT[$s]}/metrics" | grep -q '^stockpipe_' || fail "$s: /metrics has no stockpipe_ metric"
+  if [[ "$s" == dashboard ]]; then
+    docker top "stockpipe-smoke-$s-$RUN_ID" -o args | grep -q '[g]unicorn' || fail "dashboard: no gunicorn process in the container"
+  fi
+  log "$s: /readyz 200, /healthz 200, /metrics ok"
+done
+
 # ---- SIGTERM: each stops cleanly (exit 0) well before docker's 15 s SIGKILL. The first
 # producer stopped by itself, so a second one, publishing (paced), gets the signal.
 start producer-live producer -e "HTTP_PORT=${PORT[producer]}" -e PRODUCER_SOURCE=synthetic \
@@ -207,7 +250,7 @@ until [[ "$(http_code "${PORT[producer]}" /readyz)" == 200 ]]; do
   sleep 1
 done
 sleep 2  # let it publish for a moment
-for s in producer-live ingestor analytics; do
+for s in producer-live ingestor analytics "${EXTRA[@]}"; do
   t="$(date +%s.%N)"
   docker stop -t 15 "stockpipe-smoke-$s-$RUN_ID" >/dev/null || fail "docker stop $s"
   took="$(awk -v a="$t" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')"
