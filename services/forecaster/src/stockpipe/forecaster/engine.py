@@ -85,6 +85,9 @@ class Series:
     seen: list[bool] = field(default_factory=lambda: [False] * len(INDICATOR_FIELDS))
     last_train: int | None = None  # bar count of the latest scheduled regression training
     last_train_ts: datetime | None = None
+    # During a replay: the latest scheduled training's data, handed out by resume_jobs() so a
+    # model the registry lacks (a crash between the fit and its save) is trained again.
+    replay_train: tuple | None = None
 
     def __post_init__(self) -> None:
         self.ts = deque(maxlen=self.history)
@@ -142,8 +145,11 @@ class Engine:
             samples = s.n - st.prediction_horizon - s.first_complete + 1
             if samples >= st.min_training_samples and (samples - st.min_training_samples) % st.retrain_frequency == 0:
                 s.last_train, s.last_train_ts = s.n, m.ts
-                if not replay:
-                    x, y = self.training_data(s)
+                x, y = self.training_data(s)
+                if replay:
+                    s.replay_train = (x, y, m.ts, m.close, s.n)
+                else:
+                    s.replay_train = None
                     jobs.append(self._job("linreg_train", key, s, x=x, y=y))
         if s.n >= st.arima_min_observations and (s.n - st.arima_min_observations) % st.forecast_every_bars == 0:
             if not replay:
@@ -153,6 +159,22 @@ class Engine:
                     jobs.append(self._job("linreg_forecast", key, s, row=self.feature_row(s),
                                           train_ts=s.last_train_ts))
         return jobs
+
+    def resume_jobs(self, partitions: set[int]) -> list[Job]:
+        """After a replay of ``partitions``: the latest training of each series, owed again
+        (the dispatcher finds it in the registry, or trains it if the registry lacks it)."""
+        jobs = []
+        for key, s in self.series.items():
+            if s.partition in partitions and s.replay_train is not None:
+                x, y, ts, close, n = s.replay_train
+                s.replay_train = None
+                self._seq += 1
+                jobs.append(Job(self._seq, "linreg_train", key, ts, close, n, s.partition, x=x, y=y))
+        return jobs
+
+    def last_bars(self, partitions: set[int]) -> dict[SeriesKey, tuple[datetime, int]]:
+        """Series of ``partitions`` -> (ts of their last bar, partition)."""
+        return {k: (s.ts[-1], s.partition) for k, s in self.series.items() if s.partition in partitions and s.ts}
 
     def training_data(self, s: Series) -> tuple[np.ndarray, np.ndarray]:
         closes = np.fromiter(s.close, dtype=np.float64, count=len(s.close))

@@ -17,6 +17,12 @@ class ForecasterSettings(CommonSettings):
     forecaster_batch_size: int = setting(5000, ge=1, le=100_000, help="max indicator messages per batch")
     # Forecasts are not latency-critical to the millisecond; 50 ms batches keep polling cheap.
     forecaster_batch_timeout: float = setting(0.05, gt=0, le=10, help="seconds to wait for a batch to fill")
+    # Batches whose forecasts are still being fitted while the loop polls on: consuming
+    # never waits for a fit (a newer fit of a series replaces a queued older one, so the
+    # work behind these batches stays bounded by about one fit per series).
+    forecaster_max_inflight: int = setting(1000, ge=1, le=100_000, help="batches consumed ahead of their forecasts")
+    forecaster_stall_timeout: float = setting(600.0, gt=0,
+                                              help="seconds a batch may wait for its fits before /healthz fails")
     forecaster_workers: int = setting(0, ge=0, le=256,
                                       help="fit worker processes (0 = the CPUs this process may use)")
     forecast_history: int = setting(1000, ge=20, le=100_000,
