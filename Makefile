@@ -17,11 +17,13 @@ PYPROJECTS := $(wildcard libs/*/pyproject.toml services/*/pyproject.toml)
 WITH_ENV := set -a; source $(LOCAL_DIR)/env; set +a;
 SERVICES := producer ingestor analytics notifier
 SERVICES += dashboard
+SERVICES += forecaster
 # Each service's /metrics /healthz /readyz port under `make run` (one machine, one port each).
 PORT_producer := 8001
 PORT_ingestor := 8002
 PORT_analytics := 8003
 PORT_notifier := 8006
+PORT_forecaster := 8004
 PORT_dashboard := 8050
 # The dashboard's Pipeline health page reads the other services' /metrics.
 comma := ,
@@ -101,6 +103,7 @@ bench: deps ## benchmarks (message decoding, indicator engine, ingest vs COPY, a
 	$(PY) bench/ingest.py
 	$(PY) bench/analytics.py
 	$(PY) bench/dashboard.py
+	$(PY) bench/forecast.py
 
 soak: deps ## 10 minutes at 5,000 bars/s through producer, analytics, ingestor: memory, lag, latency (bench/results/soak.json)
 	$(PY) bench/soak.py

@@ -198,3 +198,19 @@ def test_a_restart_loads_its_models_and_does_not_retrain(stack: Stack) -> None:
     assert sum(v for (name, _), v in m.items() if name == "stockpipe_forecaster_fit_seconds_count") == 0
     assert stack.scalar("SELECT count(*) FROM models") == models
     assert second.terminate() == 0
+
+
+def test_sigterm_with_fits_in_flight_exits_0_within_shutdown_timeout(stack: Stack) -> None:
+    import time
+
+    stack.start("analytics")
+    busy = dict(SETTINGS, ARIMA_MIN_OBSERVATIONS=150, FORECAST_EVERY_BARS=1, ARIMA_WINDOW=250, ARIMA_MAX_P=5,
+                ARIMA_MAX_Q=5, SHUTDOWN_TIMEOUT=10)
+    forecaster = stack.start("forecaster", **busy)
+    forecaster.wait_ready(120)
+    publish(stack, 3000, 10, rate=0)
+    wait_for(lambda: metrics_of(forecaster.port).get(("stockpipe_forecaster_fits_pending", ()), 0) > 0, 120,
+             interval=0.2, what="fits in flight")
+    start = time.monotonic()
+    assert forecaster.terminate(timeout=20) == 0
+    assert time.monotonic() - start < 10.5
