@@ -98,6 +98,7 @@ def test_every_owed_forecast_is_published_and_receipts_complete_in_order() -> No
     arima = [f for f in got if f.model != "linreg"]
     assert [f.made_at for f in arima] == [bars(130)[n - 1].ts for n in (50, 60, 70, 80, 90, 100, 110, 120, 130)]
     assert all(len(f.points) == 5 and f.points[0].ts == f.made_at + timedelta(minutes=1) for f in arima)
+    assert all(f.level == 0.95 for f in got)
     linreg = [f for f in got if f.model == "linreg"]
     assert [f.made_at for f in linreg] == [bars(130)[n - 1].ts for n in (70, 80, 90, 100, 110, 120, 130)]
     assert all(f.points[0].ts == f.made_at + timedelta(minutes=2) for f in linreg)

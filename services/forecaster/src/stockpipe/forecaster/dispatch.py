@@ -54,7 +54,7 @@ from stockpipe.forecaster.pool import FitPool, arima_task, linreg_task
 from stockpipe.forecaster.registry import ModelRecord, Registry
 from stockpipe.forecaster.settings import ForecasterSettings
 
-__all__ = ["Dispatcher", "LevelledForecast", "FIT_SECONDS", "FIT_FAILURES", "FITS_PENDING"]
+__all__ = ["Dispatcher", "FIT_SECONDS", "FIT_FAILURES", "FITS_PENDING"]
 
 logger = logging.getLogger(__name__)
 
@@ -76,16 +76,7 @@ SCORED = Gauge("stockpipe_forecaster_scored_points", "Forecast points scored on 
 BEATS_NAIVE = Gauge("stockpipe_forecaster_beats_naive",
                     f"1 if MASE < 1 at every step ({MIN_SCORED}+ points), else 0", ["symbol", "interval", "model"])
 
-
-
-class LevelledForecast(Forecast, frozen=True, kw_only=True):
-    """DESIGN.md's forecast message with its ``level`` (the common model has no field for it
-    yet; decoders that do not know it ignore it)."""
-
-    level: float
-
-
-_FORECASTS = Codec(LevelledForecast)
+_FORECASTS = Codec(Forecast)
 _SEEN_BARS = 256  # closes remembered per series to score forecasts published after their targets
 
 
@@ -353,8 +344,8 @@ class Dispatcher:
 
     def _emit(self, job: Job, label: str, family: str, points: list[ForecastPoint], step: int | None = None) -> None:
         symbol, interval = job.key
-        forecast = LevelledForecast(symbol=symbol, interval=interval, made_at=job.ts, model=label,
-                                    level=self.s.arima_confidence_level, points=points)
+        forecast = Forecast(symbol=symbol, interval=interval, made_at=job.ts, model=label,
+                            level=self.s.arima_confidence_level, points=points)
         self._publish(self.topic, _FORECASTS.encode(forecast), symbol)
         FORECASTS.labels(family).inc()
         with self._score_lock:
