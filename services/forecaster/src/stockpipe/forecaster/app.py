@@ -32,7 +32,7 @@ from concurrent.futures import Future
 from confluent_kafka import KafkaException
 from prometheus_client import Counter
 
-from stockpipe.common.consume import Batch, Handler, replay_to_committed
+from stockpipe.common.consume import Batch, Handler, received_at, replay_to_committed
 from stockpipe.common.errors import InvalidMessage, StockpipeError, TransientError
 from stockpipe.common.http import Health
 from stockpipe.common.kafka import BatchConsumer, Message, TopicPartition
@@ -118,7 +118,8 @@ class ForecasterHandler(Handler):
 
         def feed(msg: Message) -> None:
             try:
-                add(decode(msg.value()), msg.partition(), replay=True)
+                # Judged against the message's own timestamp, exactly as when it was consumed live.
+                add(decode(msg.value(), received_at(msg)), msg.partition(), replay=True)
             except InvalidMessage:
                 pass  # it went to the dead-letter topic the first time
 
