@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-from stockpipe.analytics import app as app_module
 from stockpipe.analytics.app import AnalyticsHandler, StateRebuildFailed
 from stockpipe.analytics.settings import AnalyticsSettings
+from stockpipe.common.consume import REBUILD_ATTEMPTS
 from stockpipe.common.errors import TransientError
 from stockpipe.common.http import Health
 from stockpipe.common.kafka import Publisher
@@ -46,7 +46,7 @@ def test_a_rebuild_that_keeps_failing_stops_the_process_instead_of_consuming_wit
     monkeypatch.setattr(app.shutdown, "wait", lambda s: False)
     with pytest.raises(StateRebuildFailed, match="partitions 3"):
         app.on_assign([TopicPartition("raw", 3)], FakeConsumer(committed))
-    assert len(calls) == app_module._REBUILD_ATTEMPTS
+    assert len(calls) == REBUILD_ATTEMPTS
     assert not isinstance(StateRebuildFailed("x"), KafkaException)  # the loop must not retry past it
     assert app.processor.series == {}  # nothing half-built is kept
 

@@ -55,9 +55,10 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any
 
+from confluent_kafka import KafkaException
 from prometheus_client import Counter
 
-from stockpipe.common.errors import InvalidMessage, TransientError
+from stockpipe.common.errors import InvalidMessage, StockpipeError, TransientError
 from stockpipe.common.http import Health
 from stockpipe.common.kafka import BatchConsumer, Message, Publisher, TopicPartition, dead_letter
 from stockpipe.common.lifecycle import Backoff, Shutdown, ShutdownRequested
@@ -67,7 +68,8 @@ from stockpipe.common.progress import Progress
 from stockpipe.common.reader import BEGINNING, ReadStats, ReadStopped, read_partitions
 from stockpipe.common.settings import CommonSettings
 
-__all__ = ["Batch", "Handler", "ConsumeLoop", "replay_to_committed", "received_at", "REBUILD_INCOMPLETE"]
+__all__ = ["Batch", "Handler", "ConsumeLoop", "replay_to_committed", "rebuild_state", "StateRebuildFailed",
+           "received_at", "REBUILD_INCOMPLETE"]
 
 logger = logging.getLogger(__name__)
 
@@ -449,3 +451,49 @@ def replay_to_committed(
                            "retained part only; values converge but are not those of an uninterrupted run",
                            topic, p, low)
     return stats
+
+
+class StateRebuildFailed(StockpipeError):
+    """The state of assigned partitions could not be rebuilt: consuming them would be wrong."""
+
+
+REBUILD_ATTEMPTS = 5
+
+
+def rebuild_state(
+    settings: CommonSettings,
+    consumer: BatchConsumer,
+    partitions: list[TopicPartition],
+    feed: Callable[[Message], None],
+    *,
+    drop: Callable[[set[int]], object],
+    shutdown: Shutdown,
+    beat: Callable[[], None],
+    attempts: int = REBUILD_ATTEMPTS,
+) -> int:
+    """:func:`replay_to_committed` with retries, for a stateful handler's ``on_assign``.
+
+    Consuming a partition without its state would emit wrong values, so a rebuild that keeps
+    failing is not a transient error to step over: after ``attempts`` tries it raises
+    :class:`StateRebuildFailed` (the process exits non-zero and its partitions move to a
+    healthy replica). ``drop(partition numbers)`` forgets what a failed or stopped attempt
+    half built. SIGTERM ends it with :class:`ReadStopped`. Returns the messages fed.
+    """
+    parts = {tp.partition for tp in partitions}
+    backoff = Backoff(initial=1.0, cap=10.0)
+    for attempt in range(1, attempts + 1):
+        try:
+            return replay_to_committed(settings, consumer, partitions, feed, shutdown=shutdown, beat=beat).messages
+        except ReadStopped:
+            drop(parts)
+            raise
+        except (TransientError, KafkaException) as exc:
+            drop(parts)  # the next attempt starts clean
+            if attempt == attempts:
+                raise StateRebuildFailed(f"rebuilding partitions {', '.join(map(str, sorted(parts)))}: {exc}") from exc
+            delay = backoff.next_delay()
+            logger.warning("state rebuild failed (attempt %d), retrying in %.1fs: %s", attempt, delay, exc)
+            beat()
+            if shutdown.wait(delay):
+                raise ReadStopped("stopped while rebuilding state") from exc
+    raise AssertionError("unreachable")

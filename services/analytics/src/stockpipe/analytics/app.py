@@ -22,20 +22,18 @@ from __future__ import annotations
 import logging
 import time
 
-from confluent_kafka import KafkaException
 from prometheus_client import Counter
 
 from stockpipe.analytics.processor import Processor
 from stockpipe.analytics.settings import AnalyticsSettings
-from stockpipe.common.consume import Batch, Handler, received_at, replay_to_committed
-from stockpipe.common.errors import InvalidMessage, StockpipeError, TransientError
+from stockpipe.common.consume import Batch, Handler, StateRebuildFailed, rebuild_state, received_at
+from stockpipe.common.errors import InvalidMessage, TransientError
 from stockpipe.common.http import Health
 from stockpipe.common.kafka import BatchConsumer, Message, Publisher, TopicPartition
-from stockpipe.common.lifecycle import Backoff, Shutdown
+from stockpipe.common.lifecycle import Shutdown
 from stockpipe.common.messages import Alert, Bar, Codec, Indicators
 from stockpipe.common.metrics import PROCESSING_SECONDS
 from stockpipe.common.progress import Progress
-from stockpipe.common.reader import ReadStopped
 
 __all__ = ["AnalyticsHandler", "StateRebuildFailed"]
 
@@ -49,11 +47,6 @@ _BATCH_SECONDS = PROCESSING_SECONDS.labels("analytics_batch")
 _REBUILD_SECONDS = PROCESSING_SECONDS.labels("analytics_rebuild")
 
 _BARS = Codec(Bar)
-_REBUILD_ATTEMPTS = 5
-
-
-class StateRebuildFailed(StockpipeError):
-    """The state of assigned partitions could not be rebuilt: consuming them would be wrong."""
 
 
 def _parts(partitions: list[TopicPartition]) -> str:
@@ -128,7 +121,6 @@ class AnalyticsHandler(Handler):
                         time.perf_counter() - start)
 
     def _replay_with_retries(self, partitions: list[TopicPartition], consumer: BatchConsumer) -> int:
-        backoff = Backoff(initial=1.0, cap=10.0)
         decode, process = _BARS.decode, self.processor.process
 
         def feed(msg: Message) -> None:
@@ -137,24 +129,8 @@ class AnalyticsHandler(Handler):
             except InvalidMessage:
                 pass  # it went to the dead-letter topic the first time
 
-        for attempt in range(1, _REBUILD_ATTEMPTS + 1):
-            try:
-                return replay_to_committed(self.settings, consumer, partitions, feed,
-                                           shutdown=self.shutdown, beat=self.health.beat).messages
-            except ReadStopped:
-                self.processor.drop_partitions({tp.partition for tp in partitions})
-                raise
-            except (TransientError, KafkaException) as exc:
-                # Drop what a half-done replay built: the next attempt starts clean.
-                self.processor.drop_partitions({tp.partition for tp in partitions})
-                if attempt == _REBUILD_ATTEMPTS:
-                    raise StateRebuildFailed(f"rebuilding partitions {_parts(partitions)}: {exc}") from exc
-                delay = backoff.next_delay()
-                logger.warning("state rebuild failed (attempt %d), retrying in %.1fs: %s", attempt, delay, exc)
-                self.health.beat()
-                if self.shutdown.wait(delay):
-                    raise ReadStopped("stopped while rebuilding state") from exc
-        raise AssertionError("unreachable")
+        return rebuild_state(self.settings, consumer, partitions, feed, drop=self.processor.drop_partitions,
+                             shutdown=self.shutdown, beat=self.health.beat)
 
     def check_ready(self) -> None:
         """Readiness: not while a state rebuild is under way (its partitions emit nothing yet)."""

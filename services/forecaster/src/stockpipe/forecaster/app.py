@@ -29,18 +29,16 @@ import logging
 import time
 from concurrent.futures import Future
 
-from confluent_kafka import KafkaException
 from prometheus_client import Counter
 
-from stockpipe.common.consume import Batch, Handler, received_at, replay_to_committed
-from stockpipe.common.errors import InvalidMessage, StockpipeError, TransientError
+from stockpipe.common.consume import Batch, Handler, StateRebuildFailed, rebuild_state, received_at
+from stockpipe.common.errors import InvalidMessage, TransientError
 from stockpipe.common.http import Health
 from stockpipe.common.kafka import BatchConsumer, Message, TopicPartition
-from stockpipe.common.lifecycle import Backoff, Shutdown
+from stockpipe.common.lifecycle import Shutdown
 from stockpipe.common.messages import Codec, Indicators
 from stockpipe.common.metrics import PROCESSING_SECONDS
 from stockpipe.common.progress import Progress
-from stockpipe.common.reader import ReadStopped
 from stockpipe.forecaster.dispatch import Dispatcher
 from stockpipe.forecaster.engine import Engine
 from stockpipe.forecaster.settings import ForecasterSettings
@@ -55,11 +53,6 @@ DUPLICATE_BARS = Counter("stockpipe_forecaster_duplicate_bars", "Bars repeating 
 _BATCH_SECONDS = PROCESSING_SECONDS.labels("forecaster_batch")
 _REBUILD_SECONDS = PROCESSING_SECONDS.labels("forecaster_rebuild")
 _INDICATORS = Codec(Indicators)
-_REBUILD_ATTEMPTS = 5
-
-
-class StateRebuildFailed(StockpipeError):
-    """The series of assigned partitions could not be rebuilt: forecasting them would be wrong."""
 
 
 class ForecasterHandler(Handler):
@@ -112,9 +105,7 @@ class ForecasterHandler(Handler):
                         ", ".join(map(str, sorted(parts))), time.perf_counter() - start)
 
     def _replay_with_retries(self, partitions: list[TopicPartition], consumer: BatchConsumer) -> int:
-        backoff = Backoff(initial=1.0, cap=10.0)
         decode, add = _INDICATORS.decode, self.engine.add
-        parts = {tp.partition for tp in partitions}
 
         def feed(msg: Message) -> None:
             try:
@@ -123,23 +114,8 @@ class ForecasterHandler(Handler):
             except InvalidMessage:
                 pass  # it went to the dead-letter topic the first time
 
-        for attempt in range(1, _REBUILD_ATTEMPTS + 1):
-            try:
-                return replay_to_committed(self.settings, consumer, partitions, feed,
-                                           shutdown=self.shutdown, beat=self.health.beat).messages
-            except ReadStopped:
-                self.engine.drop_partitions(parts)
-                raise
-            except (TransientError, KafkaException) as exc:
-                self.engine.drop_partitions(parts)  # the next attempt starts clean
-                if attempt == _REBUILD_ATTEMPTS:
-                    raise StateRebuildFailed(f"rebuilding partitions {sorted(parts)}: {exc}") from exc
-                delay = backoff.next_delay()
-                logger.warning("state rebuild failed (attempt %d), retrying in %.1fs: %s", attempt, delay, exc)
-                self.health.beat()
-                if self.shutdown.wait(delay):
-                    raise ReadStopped("stopped while rebuilding state") from exc
-        raise AssertionError("unreachable")
+        return rebuild_state(self.settings, consumer, partitions, feed, drop=self.engine.drop_partitions,
+                             shutdown=self.shutdown, beat=self.health.beat)
 
     def on_revoke(self, partitions: list[TopicPartition]) -> None:
         parts = {tp.partition for tp in partitions}
