@@ -32,7 +32,11 @@ def test_synthetic_bars_are_valid_ordered_and_round_robin() -> None:
         assert codec.decode(codec.encode(bar)) == bar
     assert [b.symbol for b in bars[:4]] == ["AAPL", "MSFT", "AAPL", "MSFT"]
     aapl = [b for b in bars if b.symbol == "AAPL"]
-    assert all(b.ts - a.ts == timedelta(minutes=1) for a, b in zip(aapl, aapl[1:]))
+    gaps = [(a.ts, b.ts) for a, b in zip(aapl, aapl[1:]) if b.ts - a.ts != timedelta(minutes=1)]
+    # Minute after minute within a session; the only jumps: New York's close (16:00 EST =
+    # 21:00Z, last bar 20:59) to the next weekday's open (09:30 EST = 14:30Z).
+    assert gaps and all((a.hour, a.minute, b.hour, b.minute) == (20, 59, 14, 30) and b.weekday() < 5
+                        for a, b in gaps)
     assert all(b.open == a.close for a, b in zip(aapl, aapl[1:]))  # a continuous walk
     assert all(b.source == "synthetic" and b.volume > 0 for b in bars)
     assert len({b.volume for b in aapl}) > 900  # volume varies
