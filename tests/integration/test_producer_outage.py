@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import KafkaException
 
+from stockpipe.common.errors import TransientError
 from stockpipe.common.messages import Bar, Codec
 
 from conftest import TEST_STATE
@@ -91,7 +92,7 @@ def raw_count(stack: Stack) -> int:
     """Messages on raw, or -1 while the broker (just restarted) has no leader for a partition yet."""
     try:
         return len(stack.consume_all("raw", timeout=30))
-    except KafkaException:
+    except (KafkaException, TransientError):
         return -1
 
 

@@ -52,12 +52,12 @@ def test_resume_does_not_advance_without_acknowledgement_and_stop_ends_the_wait(
     threading.Timer(2.0, stop.set).start()
     t0 = time.monotonic()
     sent = publish_bars(source(), publisher, "raw", resume=resume, stop=stop,
-                        on_beat=lambda: beats.append(time.monotonic()), shutdown_timeout=2.0)
+                        on_beat=lambda: beats.append(time.monotonic()), remaining=lambda: 1.0)
     took = time.monotonic() - t0
     assert sent == 2 and resume == {}  # queued, never acknowledged: resume stays where it was
     assert not source_resumed.is_set()  # the source was not asked for more while Kafka was away
     assert len(beats) >= 2  # liveness kept beating while waiting
-    assert 2.0 <= took < 2.0 + 1.0 + 1.5  # stop, then at most half the shutdown budget to flush
+    assert 2.0 <= took < 2.0 + 1.0 + 1.5  # stop, then at most what is left of the shutdown budget
     assert publisher.pending() == 0  # what was not acknowledged was dropped (re-sent after restart)
 
 

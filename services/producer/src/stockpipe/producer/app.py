@@ -15,9 +15,9 @@ The delivery contract, step by step (what a crash or a SIGTERM at each step mean
    the loop waits until Kafka acknowledged everything so far, however long that takes,
    beating ``/healthz``, and only then advances ``resume`` (what the source filters its
    next poll by). So resume never runs ahead of Kafka.
-4. **Stop.** ``MAX_MESSAGES`` or the end of the source: flush, patiently. SIGTERM: flush for
-   at most half of ``SHUTDOWN_TIMEOUT``, then drop what Kafka has not acknowledged and exit
-   0. Nothing is lost: the next start's step 1 finds the last bar Kafka really has, and the
+4. **Stop.** ``MAX_MESSAGES`` or the end of the source: flush, patiently. SIGTERM: flush
+   until shortly before ``SHUTDOWN_TIMEOUT``, then drop what Kafka has not acknowledged and
+   exit 0. Nothing is lost: the next start's step 1 finds the last bar Kafka really has, and the
    source sends the rest again (Yahoo asks for it again, synthetic regenerates it from the
    same seed; replay re-reads the file).
 """
@@ -74,13 +74,14 @@ def publish_bars(
     stop: threading.Event | None = None,
     on_beat: Callable[[], None] = lambda: None,
     progress: Progress | None = None,
-    shutdown_timeout: float = 10.0,
+    remaining: Callable[[], float] = lambda: 5.0,
 ) -> int:
     """Publish ``bars`` keyed by symbol until exhausted, ``max_messages`` or ``stop``; return the count.
 
     ``resume`` (updated in place) gets each series' last bar once Kafka acknowledged it:
-    at every ``FLUSH`` from the source and at the end. On ``stop``, waits at most half of
-    ``shutdown_timeout`` for acknowledgements and drops the rest (module docstring, step 4).
+    at every ``FLUSH`` from the source and at the end. On ``stop``, waits for
+    acknowledgements at most ``remaining()`` seconds (what is left of SHUTDOWN_TIMEOUT) and
+    drops the rest (module docstring, step 4).
     """
     stop = stop or threading.Event()
     pending: dict[Series, Bar] = {}
@@ -121,7 +122,7 @@ def publish_bars(
     if not stop.is_set() and publisher.flush_patiently(stop, on_beat):
         settled()
     else:
-        dropped = publisher.abandon(shutdown_timeout / 2)
+        dropped = publisher.abandon(max(0.0, remaining()))
         if dropped:
             logger.warning("stopping with %d bars not acknowledged by Kafka: the next start sends them again",
                            dropped)
@@ -255,11 +256,11 @@ def run(settings: ProducerSettings) -> int:
         sent = publish_bars(_own_series(source.bars(resume, stop), refused), publisher, topic, resume=resume,
                             max_messages=settings.max_messages, stop=stop, on_beat=beat,
                             progress=Progress("published", settings.progress_interval),
-                            shutdown_timeout=settings.shutdown_timeout)
+                            remaining=rt.shutdown.remaining)
         logger.info("published %d bars", sent)
         if db is not None:
             if filler is not None:
-                filler.join(settings.shutdown_timeout / 2)
+                filler.join(max(0.0, min(5.0, rt.shutdown.remaining())))
             if filler is None or not filler.is_alive():
                 db.close()
     return 0
@@ -297,6 +298,6 @@ def backfill(settings: ProducerSettings, period: str, interval: str) -> int:
                 total += publish_bars(yahoo.backfill_bars([symbol], period, interval, after=after,
                                                           grace=settings.yahoo_grace),
                                       publisher, topic, resume=resume, stop=rt.shutdown.event,
-                                      shutdown_timeout=settings.shutdown_timeout)
+                                      remaining=rt.shutdown.remaining)
         logger.info("backfill published %d bars to %s", total, topic)
     return 0
