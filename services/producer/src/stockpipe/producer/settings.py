@@ -17,11 +17,11 @@ _SYMBOL = SYMBOL_PATTERN.strip("^$")
 class ProducerSettings(CommonSettings):
     service_name: str = setting("producer", help="name in logs, client ids and consumer groups")
     producer_source: Literal["auto", "yfinance", "synthetic", "replay"] = setting(
-        "auto", help="where bars come from; auto = yfinance, else synthetic with a warning")
+        "auto", help="where bars come from; auto = yfinance, else synthetic under TICKER.SYN symbols, loudly")
     tickers: tuple[str, ...] = setting(("AAPL", "MSFT", "GOOGL", "AMZN", "TSLA"),
                                        help="symbols to publish, comma separated", pattern=_SYMBOL)
     bar_interval: str = setting("1m", help="bar interval (yfinance/synthetic)", pattern=INTERVAL_PATTERN.strip("^$"))
-    poll_interval: float = setting(60.0, gt=0, help="minimum seconds between two yfinance polls (polls fall just "
+    poll_interval: float = setting(60.0, gt=0, help="about the seconds between two yfinance polls (each falls just "
                                    "after an interval closes, plus YAHOO_GRACE)")
     yahoo_grace: float = setting(10.0, ge=0, le=3600, help="seconds after an interval closes before its Yahoo bar "
                                  "is final (Yahoo adds late trades)")
