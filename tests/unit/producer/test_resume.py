@@ -93,7 +93,9 @@ def test_the_first_round_finds_what_is_near_the_tail():
 def test_a_series_pushed_out_of_the_scan_by_a_long_backfill_is_still_found():
     topic = Topic(partitions=2)
     topic.append(0, *(bar("AAPL", m) for m in range(5)))  # the live series' last bar: 13:34
-    topic.append(0, *(bar("IBM", m, interval="1d") for m in range(10_000)))  # then a long backfill
+    daily = [Bar(symbol="IBM", ts=datetime(1990, 1, 1, tzinfo=UTC) + timedelta(days=d), interval="1d", open=1.0,
+                 high=1.0, low=1.0, close=1.0, volume=0, source="yfinance") for d in range(10_000)]
+    topic.append(0, *daily)  # then a long backfill
     topic.append(1, *(bar("MSFT", m) for m in range(50)))
     last = scan_last_bars(topic.read, [0, 1], scan=100, wanted={("AAPL", "1m"), ("MSFT", "1m")})
     assert last[("AAPL", "1m")].ts == T0 + timedelta(minutes=4)
