@@ -825,3 +825,14 @@ def test_backfill_skips_what_is_already_on_raw(fake):
     bars = list(yahoo.backfill_bars(["AAPL"], "5d", "1d", session=fake, clock=Clock(at("13:39:30")),
                                     reachable=lambda: True, after={"AAPL": at("00:00:00", "2024-05-13")}))
     assert rows(bars) == GOLDEN_DAILY[2:]
+
+
+def test_a_ticker_that_stays_rate_limited_never_holds_up_the_others(fake):
+    fake.limited = {"MSFT"}  # for good
+    source, clock, _ = source_on(fake, chunk_size=1, poll_interval=60, backoff_initial=20.0)
+    stop = FakeStop(clock, max_waits=12)
+    drain(source, {}, stop)
+    aapl_polls = [p["period1"] for s, p in fake.chart_calls("1m") if s == "AAPL"]
+    # Full polls each minute (13:37:25, then 13:38:10, 13:39:10, ...) although MSFT never answers.
+    assert len(aapl_polls) >= 3
+    assert clock() - at("13:37:25") < timedelta(minutes=len(aapl_polls) + 2)

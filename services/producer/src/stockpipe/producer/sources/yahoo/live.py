@@ -254,7 +254,7 @@ class YahooSource:
         backoff = self._backoff
         last_start: datetime | None = None
         retry: list[str] = []
-        due = self._clock()  # the first poll at once
+        due = next_full = self._clock()  # the first poll at once
         while not stop.is_set():
             wait = (due - self._clock()).total_seconds()
             if wait > 0 and stop.wait(wait):
@@ -272,6 +272,8 @@ class YahooSource:
                 logger.warning("Yahoo poll failed (%s); retrying in %.1f s (%d in a row)",
                                describe(exc), delay, backoff.attempt)
                 due = self._clock() + timedelta(seconds=delay)
+                if retry and next_full <= due:  # a retry of a few tickers never holds up the others
+                    retry, due = [], next_full
                 continue
             POLLS.labels("ok").inc()
             if full:
@@ -283,7 +285,7 @@ class YahooSource:
                     if stop.is_set():
                         return
                 yield FLUSH
-            aligned = self.next_poll(self._clock(), last_start)
+            aligned = next_full = self.next_poll(self._clock(), last_start) if full else next_full
             if limited:
                 delay = backoff.next_delay()
                 logger.warning("Yahoo rate limited %s; asking for them again in %.1f s",
