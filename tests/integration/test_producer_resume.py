@@ -36,8 +36,8 @@ def series(stack: Stack, symbol: str, interval: str = "1m") -> list[Bar]:
 def test_resume_finds_a_series_pushed_out_of_the_scan(stack: Stack) -> None:
     stack.run_module("stockpipe.producer", **synthetic(300, TICKERS="BTC-USD"))
     # A long backfill of another interval under the same key (so the same partition).
-    flood = (BARS.encode(Bar(symbol="BTC-USD", ts=datetime(2000, 1, 1, tzinfo=UTC) + timedelta(days=i),
-                             interval="1d", open=1.0, high=1.0, low=1.0, close=1.0, volume=0,
+    flood = (BARS.encode(Bar(symbol="BTC-USD", ts=datetime(2000, 1, 1, tzinfo=UTC) + timedelta(hours=i),
+                             interval="1h", open=1.0, high=1.0, low=1.0, close=1.0, volume=0,
                              source="synthetic")) for i in range(30_000))
     stack.produce("raw", flood, key=b"BTC-USD")
     again = stack.run_module("stockpipe.producer", **synthetic(200, TICKERS="BTC-USD", RESUME_SCAN="1000"))
