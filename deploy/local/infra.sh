@@ -197,6 +197,10 @@ cmd_destroy() {
   # to get back.
   rm -rf -- "$KAFKA_DATA" "$KAFKA_LOGS" "$KAFKA_CONF" "$KAFKA_PORTS" "$KAFKA_DIR/cluster.id" \
     "$KAFKA_DIR"/libs.tmp.* "$KAFKA_DIR"/hs_err_pid*.log "$PG_DIR" "$STATE"/env.tmp.*
+  # A relocated cluster (postgres.sh): its link in the state dir goes too.
+  if [[ -L "$STATE/postgres" ]]; then
+    rm -f -- "$STATE/postgres"
+  fi
   log "destroyed the data of $STATE (kept $KAFKA_LIBS)"
 }
 

@@ -11,7 +11,11 @@
 # State (under $STATE/postgres): data/ (PGDATA), run/ (unix socket), postgres.log,
 # initdb.log, port. initdb and postgres refuse to run as root, so as root everything
 # runs as the `postgres` system user (runuser) and $STATE/postgres belongs to it;
-# otherwise as the current user.
+# otherwise as the current user. As root in a directory the `postgres` user cannot
+# reach (a 0700 one on the way, e.g. a clone in /root/stockpipe), the cluster lives in
+# /var/tmp/stockpipe-postgres/<hash of the state dir> instead, owned by `postgres`, and
+# $STATE/postgres is a symlink to it (for people: the server itself uses the real path).
+# `infra.sh destroy` deletes both.
 #
 # Environment: STOCKPIPE_LOCAL_DIR (state dir), STOCKPIPE_PG_BINDIR (server binaries;
 # default: `pg_config --bindir`, else the newest /usr/lib/postgresql/*/bin, else PATH).
@@ -20,7 +24,36 @@ set -euo pipefail
 # shellcheck source=common.sh
 source "$(dirname -- "${BASH_SOURCE[0]}")/common.sh"
 
-PG_DIR="$STATE/postgres"
+# The cluster's user when we are root (initdb and postgres refuse to run as root).
+PG_OS_USER=postgres
+# Where relocated clusters live (see the header): outside any home, kept across reboots.
+PG_RELOCATED_BASE=/var/tmp/stockpipe-postgres
+
+# _pg_dir -> the cluster's directory (header): $STATE/postgres, or its relocated twin
+# when we are root and the `postgres` user cannot reach $STATE/postgres.
+_pg_dir() {
+  local link="$STATE/postgres" probe
+  if (( EUID != 0 )) || ! id -u "$PG_OS_USER" >/dev/null 2>&1; then
+    printf '%s\n' "$link"
+    return 0
+  fi
+  if [[ -L "$link" ]]; then  # relocated before
+    readlink -- "$link"
+    return 0
+  fi
+  # The nearest existing directory on the way: can the server's user search it?
+  probe="$link"
+  while [[ ! -d "$probe" ]]; do
+    probe="$(dirname -- "$probe")"
+  done
+  if runuser -u "$PG_OS_USER" -- test -x "$probe" 2>/dev/null; then
+    printf '%s\n' "$link"
+  else
+    printf '%s/%s\n' "$PG_RELOCATED_BASE" "$(printf '%s' "$STATE" | sha256sum | cut -c1-16)"
+  fi
+}
+
+PG_DIR="$(_pg_dir)"
 PG_DATA="$PG_DIR/data"
 PG_SOCK="$PG_DIR/run"
 PG_LOG="$PG_DIR/postgres.log"
@@ -31,8 +64,6 @@ PG_APP_PASSWORD=stockpipe
 PG_APP_DB=stockpipe
 # The cluster's superuser, reachable only through the unix socket in $PG_SOCK (trust).
 PG_SUPERUSER=postgres
-# The OS user that runs the server when we are root.
-PG_OS_USER=postgres
 
 pg_bindir() {
   local d
@@ -84,14 +115,37 @@ run_pg() {
 # it; find the binaries. Cheap, so `up` checks it before starting anything else.
 pg_preflight() {
   _pg_init_vars
-  mkdir -p -- "$PG_DIR"
   if (( EUID == 0 )); then
     id -u "$PG_OS_USER" >/dev/null 2>&1 ||
       die "running as root needs the '$PG_OS_USER' system user (installed with the postgresql package) to run the server"
+  fi
+  if [[ "$PG_DIR" != "$STATE/postgres" ]]; then
+    _pg_relocate
+  fi
+  mkdir -p -- "$PG_DIR"
+  if (( EUID == 0 )); then
     chown "$PG_OS_USER:" "$PG_DIR"
     if ! runuser -u "$PG_OS_USER" -- test -w "$PG_DIR" -a -x "$PG_DIR"; then
-      die "the '$PG_OS_USER' user cannot reach $PG_DIR (a parent directory is not searchable by it, e.g. a 0700 home): set STOCKPIPE_LOCAL_DIR to a directory it can reach, e.g. /var/tmp/stockpipe"
+      die "the '$PG_OS_USER' user cannot reach $PG_DIR; set STOCKPIPE_LOCAL_DIR to a directory it can reach, e.g. /var/tmp/stockpipe"
     fi
+  fi
+}
+
+# _pg_relocate: make $PG_DIR under $PG_RELOCATED_BASE safely (a world-writable /var/tmp:
+# the base must be root's own real directory, never a planted symlink), and point
+# $STATE/postgres at it.
+_pg_relocate() {
+  if [[ ! -e "$PG_RELOCATED_BASE" ]]; then
+    mkdir -m 0755 -- "$PG_RELOCATED_BASE"
+  fi
+  if [[ -L "$PG_RELOCATED_BASE" || ! -d "$PG_RELOCATED_BASE" || "$(stat -c %u -- "$PG_RELOCATED_BASE")" != 0 ]]; then
+    die "$PG_RELOCATED_BASE is not a directory owned by root; remove it and try again"
+  fi
+  [[ -d "$PG_DIR" ]] || mkdir -m 0700 -- "$PG_DIR"
+  mkdir -p -- "$STATE"
+  if [[ ! -L "$STATE/postgres" ]]; then
+    ln -s -- "$PG_DIR" "$STATE/postgres"
+    log "postgres: the '$PG_OS_USER' user cannot reach $STATE, so the cluster lives in $PG_DIR ($STATE/postgres points there)"
   fi
 }
 

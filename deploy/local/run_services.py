@@ -3,25 +3,19 @@
 
 Usage::
 
-    run_services.py [--env-file PATH]... [--stop-timeout SECONDS] NAME=COMMAND...
+    run_services.py [--stop-timeout SECONDS] NAME=COMMAND...
 
-    python3 deploy/local/run_services.py --env-file .local/env \\
+    python3 deploy/local/run_services.py \\
         producer='python -m stockpipe.producer' \\
         dashboard='gunicorn stockpipe.dashboard.app:server'
 
 Each COMMAND runs through ``/bin/sh -c`` in its own session (so its own process
-group), stdin from /dev/null, with this process's environment plus the variables of
-the env files (env files win, a later file wins over an earlier one) and
-``PYTHONUNBUFFERED=1`` unless already set, so Python children print each line at once.
+group), stdin from /dev/null, with this process's environment (``run.sh`` loads
+``.local/env`` into it) plus ``PYTHONUNBUFFERED=1`` unless already set, so Python
+children print each line at once.
 Every line a child writes to stdout or stderr is printed as ``name | line``, names
 padded to the longest, each name in its own colour when stdout is a terminal and
 ``NO_COLOR`` is unset.
-
-Env files hold ``KEY=VALUE`` lines, optionally prefixed with ``export``; blank lines
-and ``#`` comments are ignored; a VALUE is one shell word: bare, 'single-' or
-"double-quoted" (or a mix, as in ``'it'\\''s'``), and may be followed by a
-``# comment``. Variables are not expanded (``$HOME`` stays as written). This is the
-format ``deploy/local/infra.sh up`` writes to ``.local/env``.
 
 Stopping: on Ctrl-C (SIGINT) or SIGTERM every child's process group gets SIGTERM,
 then up to ``--stop-timeout`` seconds (default 12) to exit, then SIGKILL. A second
@@ -33,7 +27,7 @@ with any other code it is reported loudly and the others are stopped as above.
 Exit status: 0 after a requested stop in which every child exited within the timeout,
 or when every child exited 0 on its own; the child's code when one failed (128+N when
 killed by signal N); 1 when a requested stop had to SIGKILL a child; 2 for a usage
-error (bad NAME=COMMAND, unreadable or malformed env file).
+error (bad NAME=COMMAND).
 """
 
 from __future__ import annotations
@@ -48,16 +42,12 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import IO, TextIO
 
 __all__ = [
-    "EnvFileError",
     "Runner",
     "ServiceSpec",
     "main",
-    "parse_env_file",
-    "parse_env_text",
     "parse_service_spec",
     "prefix_line",
 ]
@@ -73,7 +63,6 @@ _POLL_S = 0.1
 # lines before the exit is announced (the pipe may stay open in a grandchild).
 _DRAIN_S = 1.0
 
-_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 # ANSI colours for the names: distinct on dark and light terminals; red is kept for
 # our own alarms.
@@ -82,97 +71,12 @@ _ALARM = "1;31"
 _SYSTEM = "system"
 
 
-class EnvFileError(ValueError):
-    """A line of an env file that is not ``[export] KEY=VALUE``."""
-
-
 @dataclass(frozen=True)
 class ServiceSpec:
     """One named command: ``name`` for the prefix, ``command`` for ``/bin/sh -c``."""
 
     name: str
     command: str
-
-
-def _parse_word(text: str) -> tuple[str, str]:
-    """Read one POSIX shell word from the start of ``text``.
-
-    Returns (the word with quotes removed, the rest of ``text`` after it). Quoting:
-    '...' is literal; in "..." a backslash escapes only $ ` " \\ and newline; outside
-    quotes a backslash escapes any character. Raises EnvFileError on an open quote.
-    """
-    out: list[str] = []
-    i, n = 0, len(text)
-    while i < n:
-        c = text[i]
-        if c in " \t":
-            break
-        if c == "'":
-            end = text.find("'", i + 1)
-            if end < 0:
-                raise EnvFileError("unterminated single quote")
-            out.append(text[i + 1 : end])
-            i = end + 1
-        elif c == '"':
-            i += 1
-            while True:
-                if i >= n:
-                    raise EnvFileError("unterminated double quote")
-                c = text[i]
-                if c == '"':
-                    i += 1
-                    break
-                if c == "\\" and i + 1 < n and text[i + 1] in '$`"\\\n':
-                    out.append(text[i + 1])
-                    i += 2
-                else:
-                    out.append(c)
-                    i += 1
-        elif c == "\\" and i + 1 < n:
-            out.append(text[i + 1])
-            i += 2
-        else:
-            out.append(c)
-            i += 1
-    return "".join(out), text[i:]
-
-
-def parse_env_text(text: str) -> dict[str, str]:
-    """Parse env-file text (format in the module docstring) into {KEY: VALUE}.
-
-    Raises EnvFileError naming the 1-based line number of the first bad line.
-    """
-    env: dict[str, str] = {}
-    for lineno, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if re.match(r"export\s", line):
-            line = line[len("export") :].lstrip()
-        key, sep, rest = line.partition("=")
-        if not sep or not _KEY_RE.fullmatch(key):
-            raise EnvFileError(f"line {lineno}: expected [export] KEY=VALUE, got {raw!r}")
-        try:
-            value, tail = _parse_word(rest)
-        except EnvFileError as exc:
-            raise EnvFileError(f"line {lineno}: {exc}") from None
-        tail = tail.strip()
-        if tail and not tail.startswith("#"):
-            raise EnvFileError(f"line {lineno}: one value per line (quote values with spaces)")
-        env[key] = value
-    return env
-
-
-def parse_env_file(path: str | os.PathLike[str]) -> dict[str, str]:
-    """Read and parse one env file; OSError and EnvFileError name the file."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise EnvFileError(f"{path}: {exc.strerror or exc}") from None
-    try:
-        return parse_env_text(text)
-    except EnvFileError as exc:
-        raise EnvFileError(f"{path}: {exc}") from None
 
 
 def parse_service_spec(spec: str) -> ServiceSpec:
@@ -337,14 +241,7 @@ class Runner:
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Run named commands in the foreground with prefixed output.",
-        epilog="Example: run_services.py --env-file .local/env api='python -m api' worker='python -m worker'",
-    )
-    parser.add_argument(
-        "--env-file",
-        action="append",
-        default=[],
-        metavar="PATH",
-        help="load [export] KEY=VALUE lines into the services' environment (repeatable)",
+        epilog="Example: run_services.py api='python -m api' worker='python -m worker'",
     )
     parser.add_argument(
         "--stop-timeout",
@@ -370,11 +267,6 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     if len(set(names)) != len(names):
         parser.error(f"service names must be unique: {' '.join(names)}")
     env = dict(os.environ)
-    try:
-        for path in args.env_file:
-            env.update(parse_env_file(path))
-    except EnvFileError as exc:
-        parser.error(str(exc))
     env.setdefault("PYTHONUNBUFFERED", "1")
     use_color = out.isatty() and "NO_COLOR" not in os.environ
     runner = Runner(services, env, out, stop_timeout_s=args.stop_timeout, use_color=use_color)

@@ -1,4 +1,4 @@
-"""Tests for deploy/local/run_services.py: env-file parsing, line prefixes, and the
+"""Tests for deploy/local/run_services.py: line prefixes, and the
 supervisor's behaviour (failure propagation, SIGTERM handling, SIGKILL after the grace
 period) driven through real child processes.
 
@@ -34,78 +34,6 @@ assert _spec is not None and _spec.loader is not None
 rs = importlib.util.module_from_spec(_spec)
 sys.modules["run_services"] = rs  # dataclasses look the module up by name
 _spec.loader.exec_module(rs)
-
-
-# -- env files ---------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("export A=1", {"A": "1"}),
-        ("A=1", {"A": "1"}),
-        ("export\tA=1", {"A": "1"}),
-        ("  export A=1  ", {"A": "1"}),
-        ("A=", {"A": ""}),
-        ("A=''", {"A": ""}),
-        ("export A='x y'", {"A": "x y"}),
-        ('export A="x y"', {"A": "x y"}),
-        ("export A='it'\\''s'", {"A": "it's"}),  # what infra.sh writes for a quote
-        ('A="say \\"hi\\" \\\\ \\n"', {"A": 'say "hi" \\ \\n'}),  # \n stays literal in "..."
-        ("A='$HOME'", {"A": "$HOME"}),
-        ("A=$HOME", {"A": "$HOME"}),  # no expansion, by design
-        ("A=a\\ b", {"A": "a b"}),
-        ("A=a#b", {"A": "a#b"}),  # '#' inside a word is not a comment (as in sh)
-        ("A=1 # the answer", {"A": "1"}),
-        ("A=postgresql://u:p@127.0.0.1:5432/db", {"A": "postgresql://u:p@127.0.0.1:5432/db"}),
-        ("A=k=v", {"A": "k=v"}),
-        ("# comment\n\nexport A=1\n  # indented comment\nB=2\n", {"A": "1", "B": "2"}),
-        ("A=1\nA=2", {"A": "2"}),  # the last one wins, as when sourced
-        ("", {}),
-    ],
-)
-def test_parse_env_text(text: str, expected: dict[str, str]) -> None:
-    assert rs.parse_env_text(text) == expected
-
-
-@pytest.mark.parametrize(
-    ("text", "line"),
-    [
-        ("JUSTAWORD", 1),
-        ("A=1\n1A=2", 2),
-        ("export =1", 1),
-        ("A='open", 1),
-        ('A="open', 1),
-        ("A=1 B=2", 1),
-        ("A=x y", 1),
-        ("A-B=1", 1),
-    ],
-)
-def test_parse_env_text_rejects(text: str, line: int) -> None:
-    with pytest.raises(rs.EnvFileError, match=f"line {line}"):
-        rs.parse_env_text(text)
-
-
-def test_parse_env_file_reads_infra_output(tmp_path: Path) -> None:
-    # The shape deploy/local/infra.sh writes.
-    env_file = tmp_path / "env"
-    env_file.write_text(
-        "# Written by deploy/local/infra.sh up\n"
-        "export KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:40001\n"
-        "export POSTGRES_DSN=postgresql://stockpipe:stockpipe@127.0.0.1:40002/stockpipe\n"
-        "export POSTGRES_PASSWORD='p w'\n"
-    )
-    assert rs.parse_env_file(env_file) == {
-        "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:40001",
-        "POSTGRES_DSN": "postgresql://stockpipe:stockpipe@127.0.0.1:40002/stockpipe",
-        "POSTGRES_PASSWORD": "p w",
-    }
-
-
-def test_parse_env_file_missing_names_the_file(tmp_path: Path) -> None:
-    missing = tmp_path / "nope"
-    with pytest.raises(rs.EnvFileError, match="nope"):
-        rs.parse_env_file(missing)
 
 
 # -- service specs and prefixes ---------------------------------------------------------
@@ -156,10 +84,8 @@ def _run(args: list[str], timeout: float = 30, env: dict[str, str] | None = None
     )
 
 
-def test_prefixes_output_and_loads_env_file(tmp_path: Path) -> None:
-    env_file = tmp_path / "env"
-    env_file.write_text("export GREETING='hello world'\n")
-    res = _run(["--env-file", str(env_file), 'one=echo "$GREETING"', "second=echo err >&2"])
+def test_prefixes_output_and_passes_the_environment() -> None:
+    res = _run(['one=echo "$GREETING"', "second=echo err >&2"], env={**os.environ, "GREETING": "hello world"})
     assert res.returncode == 0, res.stdout + res.stderr
     lines = res.stdout.splitlines()
     assert "one    | hello world" in lines  # padded to "system", the longest name
@@ -167,11 +93,10 @@ def test_prefixes_output_and_loads_env_file(tmp_path: Path) -> None:
     assert "\x1b[" not in res.stdout  # no colour when stdout is not a terminal
 
 
-def test_env_file_wins_over_environment(tmp_path: Path) -> None:
-    env_file = tmp_path / "env"
-    env_file.write_text("export WHO=file\n")
-    res = _run(["--env-file", str(env_file), 'a=echo "$WHO $PYTHONUNBUFFERED"'], env={**os.environ, "WHO": "environ"})
-    assert "a      | file 1" in res.stdout.splitlines()
+def test_children_print_unbuffered() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    res = _run(['a=echo "unbuffered=$PYTHONUNBUFFERED"'], env=env)
+    assert "a      | unbuffered=1" in res.stdout.splitlines()
 
 
 def test_failing_child_stops_the_others_and_sets_exit_code() -> None:
@@ -194,10 +119,10 @@ def test_children_exiting_zero_end_the_run_with_zero() -> None:
     assert "a exited with code 0" in res.stdout
 
 
-def test_usage_errors_exit_2(tmp_path: Path) -> None:
+def test_usage_errors_exit_2() -> None:
     assert _run(["not-a-spec"]).returncode == 2
     assert _run(["a=true", "a=true"]).returncode == 2
-    assert _run(["--env-file", str(tmp_path / "missing"), "a=true"]).returncode == 2
+    assert _run(["--env-file", "x", "a=true"]).returncode == 2  # no env files: run.sh loads .local/env
 
 
 def _start_and_wait_for(args: list[str], marker: str) -> subprocess.Popen[str]:

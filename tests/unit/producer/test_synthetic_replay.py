@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import math
 import threading
 from datetime import UTC, datetime, timedelta
-from itertools import islice
+from itertools import islice, takewhile
 from pathlib import Path
 
 import pytest
@@ -32,7 +34,11 @@ def test_synthetic_bars_are_valid_ordered_and_round_robin() -> None:
         assert codec.decode(codec.encode(bar)) == bar
     assert [b.symbol for b in bars[:4]] == ["AAPL", "MSFT", "AAPL", "MSFT"]
     aapl = [b for b in bars if b.symbol == "AAPL"]
-    assert all(b.ts - a.ts == timedelta(minutes=1) for a, b in zip(aapl, aapl[1:]))
+    gaps = [(a.ts, b.ts) for a, b in zip(aapl, aapl[1:]) if b.ts - a.ts != timedelta(minutes=1)]
+    # Minute after minute within a session; the only jumps: New York's close (16:00 EST =
+    # 21:00Z, last bar 20:59) to the next weekday's open (09:30 EST = 14:30Z).
+    assert gaps and all((a.hour, a.minute, b.hour, b.minute) == (20, 59, 14, 30) and b.weekday() < 5
+                        for a, b in gaps)
     assert all(b.open == a.close for a, b in zip(aapl, aapl[1:]))  # a continuous walk
     assert all(b.source == "synthetic" and b.volume > 0 for b in bars)
     assert len({b.volume for b in aapl}) > 900  # volume varies
@@ -91,3 +97,73 @@ def test_replay_requires_its_columns(tmp_path: Path) -> None:
     csv.write_text("symbol,ts,close\nAAPL,2024-01-02T14:30:00Z,1\n")
     with pytest.raises(ValueError, match="missing columns open, high, low, volume"):
         take(ReplaySource(csv), 1)
+
+
+# --------------------------------------------------------------------------- asset classes
+
+from stockpipe.producer.sources.synthetic import ASSET_CLASSES, asset_class  # noqa: E402
+
+
+@pytest.mark.parametrize(("symbol", "kind"), [
+    ("AAPL", "equity"), ("BRK-B", "equity"), ("BRK.B", "equity"), ("^GSPC", "equity"),
+    ("BTC-USD", "crypto"), ("ETH-USD", "crypto"), ("DOGE-EUR", "crypto"),
+    ("EURUSD=X", "fx"), ("USDJPY=X", "fx"), ("SYN0001", "load"),
+    ("AAPL.SYN", "equity"), ("BTC-USD.SYN", "crypto"), ("EURUSD=X.SYN", "fx"),
+])
+def test_asset_class_of_a_symbol(symbol, kind):
+    assert asset_class(symbol).name == kind
+
+
+@functools.cache
+def week_of(symbol: str) -> list[Bar]:
+    """A week of 1m bars from Friday 2024-05-10 00:00Z to Friday 2024-05-17 00:00Z (New York on EDT)."""
+    start = datetime(2024, 5, 10, tzinfo=UTC)
+    end = start + timedelta(days=7)
+    source = SyntheticSource([symbol], rate=0, start=start, clock=NOW)
+    return list(takewhile(lambda b: b.ts < end, source.bars({}, threading.Event())))
+
+
+def test_equities_trade_only_in_exchange_hours():
+    bars = week_of("AAPL")
+    assert len(bars) == 5 * 390  # five sessions of 6.5 h (Mon-Thu, and the Friday at the start)
+    assert {(b.ts.hour, b.ts.minute) for b in bars if b.ts.minute % 30 == 0} >= {(13, 30), (19, 30)}
+    assert all(b.ts.weekday() < 5 and (13, 30) <= (b.ts.hour, b.ts.minute) < (20, 0) for b in bars)
+    assert all(b.volume > 0 for b in bars) and all(round(b.close, 2) == b.close for b in bars)
+
+
+def test_crypto_trades_around_the_clock_every_day():
+    bars = week_of("BTC-USD")
+    assert len(bars) == 7 * 1440 and {b.ts.weekday() for b in bars} == set(range(7))
+    assert 20_000 < bars[0].open < 100_000  # BTC's scale, not a stock's
+    assert all(b.volume > 0 for b in bars)
+
+
+def test_fx_trades_sunday_to_friday_new_york_five_pm_with_zero_volume():
+    bars = week_of("EURUSD=X")
+    # Friday 00:00Z-21:00Z (17:00 EDT), then nothing until Sunday 21:00Z, then to Friday 00:00Z.
+    assert len(bars) == 21 * 60 + (3 + 24 * 4) * 60
+    assert not [b for b in bars if b.ts.weekday() == 5]  # Saturday
+    assert min(b.ts for b in bars if b.ts.weekday() == 6) == datetime(2024, 5, 12, 21, 0, tzinfo=UTC)
+    assert all(b.volume == 0 for b in bars)
+    assert 0.5 < bars[0].open < 2.0 and len(f"{bars[0].open:.10f}".rstrip("0").split(".")[1]) > 2
+
+
+@pytest.mark.parametrize("symbol", ["AAPL", "BTC-USD", "EURUSD=X"])
+def test_each_class_has_its_own_volatility(symbol):
+    bars = week_of(symbol)
+    kind = asset_class(symbol)
+    returns = [math.log(b.close / a.close) for a, b in zip(bars, bars[1:]) if b.ts - a.ts == timedelta(minutes=1)]
+    mean = sum(returns) / len(returns)
+    annual = math.sqrt(sum((r - mean) ** 2 for r in returns) / len(returns) * kind.minutes_per_year)
+    low, high = kind.annual_vol
+    assert 0.8 * low < annual < 1.2 * high, annual
+
+
+def test_fx_is_calmer_than_crypto_per_minute():
+    def minute_vol(symbol: str) -> float:
+        bars = week_of(symbol)
+        r = [math.log(b.close / a.close) for a, b in zip(bars, bars[1:])]
+        return math.sqrt(sum(x * x for x in r) / len(r))
+
+    assert minute_vol("EURUSD=X") < minute_vol("BTC-USD")
+    assert set(ASSET_CLASSES) == {"equity", "crypto", "fx", "load"}

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 import socket
 import threading
 import time
@@ -30,14 +29,14 @@ from yfinance.exceptions import YFRateLimitError
 
 from stockpipe.common.errors import TransientError
 from stockpipe.common.messages import Bar
-from stockpipe.producer.sources import yahoo
-from stockpipe.producer.sources.yahoo import YahooSource, YahooUnavailable, frame_to_bars
+from stockpipe.producer.sources import FLUSH, yahoo
+from stockpipe.producer.sources.yahoo import YahooSource, YahooUnavailable, client, frame_to_bars
 
 # yfinance 1.7 still passes inplace=True to pandas 3, which warns on every call.
 pytestmark = pytest.mark.filterwarnings("ignore:The inplace keyword")
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "yahoo"
-LOGGER = "stockpipe.producer.sources.yahoo"
+LOGGER = "stockpipe.producer.sources.yahoo"  # the parent of every module of the source
 
 # Recorded chart answers per (symbol, interval); the 1d recordings also answer yfinance's
 # time-zone lookup (range=1d&interval=1d), of which it reads only meta.exchangeTimezoneName.
@@ -111,6 +110,7 @@ class FakeYahoo(curl_requests.Session):
         super().__init__()
         self.charts = dict(CHARTS if charts is None else charts)
         self.mode = "ok"
+        self.limited: set[str] = set()  # symbols whose chart requests get Yahoo's 429
         self.calls: list[tuple[str, str, dict]] = []
         self.statuses: list[int] = []
         self.release = threading.Event()
@@ -128,6 +128,8 @@ class FakeYahoo(curl_requests.Session):
             return self._answer(url, 429, "too_many_requests.txt", "text/plain")
         if path.endswith("/v1/test/getcrumb"):
             return self._answer(url, 200, "getcrumb.txt", "text/plain;charset=utf-8")
+        if path.startswith("/v8/finance/chart/") and path.rsplit("/", 1)[1] in self.limited:
+            return self._answer(url, 429, "too_many_requests.txt", "text/plain")
         if path.startswith("/v8/finance/chart/"):
             name = self.charts.get((path.rsplit("/", 1)[1], params["interval"]))
             return self._answer(url, 200, name) if name else self._answer(url, 404, "chart_not_found.json")
@@ -198,11 +200,11 @@ class FakeStop(threading.Event):
 def counting(download, before_call=None):
     """Wrap a download callable: counts calls, runs ``before_call(n)`` before the n-th (1-based)."""
 
-    def wrapper(tickers, period, interval):
+    def wrapper(tickers, interval, **window):
         wrapper.calls += 1
         if before_call is not None:
             before_call(wrapper.calls)
-        return download(tickers, period, interval)
+        return download(tickers, interval, **window)
 
     wrapper.calls = 0
     return wrapper
@@ -210,15 +212,32 @@ def counting(download, before_call=None):
 
 def yf_on(fake: FakeYahoo, before_call=None, threads: bool = True):
     """The real yfinance download on the fake session, counted."""
-    return counting(lambda t, p, i: yahoo.yf_download(t, p, i, session=fake, threads=threads), before_call)
+    return counting(lambda t, i, **w: yahoo.yf_download(t, i, session=fake, threads=threads, **w), before_call)
 
 
 def source_on(fake: FakeYahoo, tickers=("AAPL", "MSFT"), now="13:37:25", **kwargs):
     clock = kwargs.pop("clock", None) or Clock(at(now))
     download = kwargs.pop("download", None) or yf_on(fake)
     kwargs.setdefault("backoff_initial", 5.0)
-    kwargs.setdefault("rng", random.Random(7))
     return YahooSource(list(tickers), download=download, clock=clock, **kwargs), clock, download
+
+
+def drain(source, resume, stop):
+    """What publish_bars does with a source: collect its bars; at each FLUSH (Kafka has
+    acknowledged everything so far) the acknowledged bars advance ``resume``."""
+    out, pending = [], {}
+    for item in source.bars(resume, stop):
+        if item is FLUSH:
+            resume.update(pending)
+            pending.clear()
+            continue
+        out.append(item)
+        pending[(item.symbol, item.interval)] = item
+    return out
+
+
+def last_ts(resume):
+    return {k: b.ts for k, b in resume.items()}
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -241,7 +260,7 @@ def no_network(monkeypatch):
     # curl_cffi connects from C (libcurl), below Python's socket module.
     monkeypatch.setattr(curl_cffi.curl.Curl, "perform", refuse("libcurl perform"))
     # Every test hands its session in explicitly; the real shared one must never be made.
-    monkeypatch.setattr(yahoo, "shared_session", refuse("yahoo.shared_session"))
+    monkeypatch.setattr(client, "shared_session", refuse("yahoo.shared_session"))
     yield attempts
     assert not attempts, f"test tried to reach the network: {attempts}"
 
@@ -286,14 +305,15 @@ def test_network_guard_catches_python_sockets_and_libcurl(no_network):
 def test_poll_through_yfinance_gives_golden_bars(fake, caplog):
     source, _, download = source_on(fake)
     with caplog.at_level(logging.WARNING, logger=LOGGER):
-        bars = source.poll({})
-    assert rows(bars) == GOLDEN_FIRST_POLL
+        bars, limited = source.poll({})
+    assert rows(bars) == GOLDEN_FIRST_POLL and limited == set()
     assert all(b.interval == "1m" and b.source == "yfinance" and b.ts.tzinfo is UTC for b in bars)
     # One batched download per poll; yfinance makes one chart request per ticker in it.
     assert download.calls == 1
-    assert sorted(fake.chart_calls("1m")) == [
-        (s, {"range": "1d", "interval": "1m", "includePrePost": False, "events": "div,splits,capitalGains",
-             "crumb": "dPx7Hs3uJ0q"}) for s in ("AAPL", "MSFT")]
+    # No bar of theirs on raw yet: the window starts YFINANCE_PERIOD (1d) before the poll.
+    one_day_back = int(at("13:37:25", "2024-05-15").timestamp())
+    assert sorted((s, p["period1"], p["interval"]) for s, p in fake.chart_calls("1m")) == [
+        (s, one_day_back, "1m") for s in ("AAPL", "MSFT")]
     # MSFT 13:35 has high 420.10 < low 421.25 in the recording: dropped, counted, logged.
     assert source.stats.invalid_rows == 1
     assert [r.getMessage() for r in caplog.records if "invalid" in r.getMessage()] == [
@@ -311,7 +331,7 @@ def test_poll_through_yfinance_gives_golden_bars(fake, caplog):
     ],
 )
 def test_still_forming_minute_is_not_emitted(fake, now, last_aapl, msft_1337):
-    frame = yahoo.yf_download(["AAPL", "MSFT"], "1d", "1m", session=fake)
+    frame = yahoo.yf_download(["AAPL", "MSFT"], "1m", period="1d", session=fake).frame
     bars, _ = frame_to_bars(frame, ["AAPL", "MSFT"], "1m", at(now))
     assert max(b.ts for b in bars if b.symbol == "AAPL") == last_aapl
     msft = [(b.open, b.high, b.low, b.close, b.volume) for b in bars if b.symbol == "MSFT" and b.ts == at("13:37:00")]
@@ -322,28 +342,28 @@ def test_clock_is_read_before_the_download(fake):
     """A minute that closes while the request is in flight was fetched forming: not final."""
     clock = Clock(at("13:37:59"))
 
-    def slow(tickers, period, interval):
-        clock.advance(6)  # the answer arrives at 13:38:05, after 13:37 closed
-        return yahoo.yf_download(tickers, period, interval, session=fake)
+    def slow(tickers, interval, **window):
+        clock.advance(16)  # the answer arrives at 13:38:15, after 13:37 closed (plus the grace)
+        return yahoo.yf_download(tickers, interval, session=fake, **window)
 
     source, _, _ = source_on(fake, clock=clock, download=slow)
-    assert max(b.ts for b in source.poll({})) == at("13:36:00")
+    assert max(b.ts for b in source.poll({})[0]) == at("13:36:00")
 
 
 def test_resume_skips_bars_sent_before_a_restart(fake):
     first, clock, _ = source_on(fake, tickers=["AAPL"], poll_interval=60)
-    resume: dict[tuple[str, str], datetime] = {}
-    sent = list(first.bars(resume, FakeStop(clock)))
+    resume: dict = {}
+    sent = drain(first, resume, FakeStop(clock))
     assert [b.ts for b in sent] == [at(t) for t in ("13:30:00", "13:31:00", "13:32:00", "13:34:00", "13:35:00",
                                                       "13:36:00")]
-    assert resume == {("AAPL", "1m"): at("13:36:00")}
+    assert last_ts(resume) == {("AAPL", "1m"): at("13:36:00")}
 
     # Restart: a new process (new session, new source) with what it read back from raw.
     later = FakeYahoo({**CHARTS, ("AAPL", "1m"): "chart_AAPL_1m_later.json"})
     second, clock2, _ = source_on(later, tickers=["AAPL"], now="13:39:30", poll_interval=60)
     resumed = dict(resume)
-    assert rows(list(second.bars(resumed, FakeStop(clock2)))) == GOLDEN_AFTER_RESTART
-    assert resumed == {("AAPL", "1m"): at("13:38:00")}
+    assert rows(drain(second, resumed, FakeStop(clock2))) == GOLDEN_AFTER_RESTART
+    assert last_ts(resumed) == {("AAPL", "1m"): at("13:38:00")}
 
 
 def test_next_poll_yields_only_new_bars(fake):
@@ -354,11 +374,12 @@ def test_next_poll_yields_only_new_bars(fake):
     source, clock, download = source_on(fake, tickers=["AAPL"], poll_interval=60,
                                         download=yf_on(fake, later_recording))
     stop = FakeStop(clock, max_waits=2)
-    bars = list(source.bars({}, stop))
-    # Poll 2 runs at 13:38:25: 13:37 has closed (sent with its final values), 13:38 has not.
+    bars = drain(source, {}, stop)
+    # Poll 2 runs at 13:38:10, just after 13:38 plus the grace: 13:37 is final (sent with its
+    # final values), 13:38 is forming.
     assert rows(bars)[-2:] == [GOLDEN_FIRST_POLL[-2], GOLDEN_AFTER_RESTART[0]]
     assert len(bars) == len({b.ts for b in bars}) == 7  # nothing sent twice
-    assert download.calls == 2 and all(59.0 < w <= 60.0 for w in stop.waits)
+    assert download.calls == 2 and stop.waits == [45.0, 60.0]  # polls at 13:38:10, 13:39:10
 
 
 # --------------------------------------------------------------------------- frame_to_bars, pure
@@ -442,7 +463,7 @@ def test_frame_to_bars_rejects_naive_now_and_empty_is_empty():
 def test_rate_limit_surfaces_as_yfratelimiterror(fake):
     fake.mode = "rate_limited"
     with pytest.raises(YFRateLimitError):
-        yahoo.yf_download(["AAPL", "MSFT"], "1d", "1m", session=fake)
+        yahoo.yf_download(["AAPL", "MSFT"], "1m", period="1d", session=fake)
     assert 429 in fake.statuses and 200 not in fake.statuses
 
 
@@ -455,7 +476,7 @@ def test_rate_limit_backs_off_then_recovers_without_raising(fake, caplog):
     before = {o: REGISTRY.get_sample_value("stockpipe_producer_yahoo_polls_total", {"outcome": o}) or 0
               for o in ("ok", "failed")}
     with caplog.at_level(logging.WARNING, logger=LOGGER):
-        bars = list(source.bars({}, stop))
+        bars = drain(source, {}, stop)
     assert rows(bars) == GOLDEN_FIRST_POLL  # the clock moved on by the backoff; still the same closed bars
     for outcome, n in (("ok", 1), ("failed", 2)):  # exported for Prometheus
         assert REGISTRY.get_sample_value("stockpipe_producer_yahoo_polls_total", {"outcome": outcome}) == \
@@ -468,12 +489,11 @@ def test_rate_limit_backs_off_then_recovers_without_raising(fake, caplog):
 
 
 def test_backoff_grows_to_its_cap_with_jitter():
-    def down(tickers, period, interval):
+    def down(tickers, interval, **window):
         raise ConnectionResetError("connection reset by peer")
 
     clock = Clock(at("13:37:25"))
-    source = YahooSource(["AAPL"], download=down, clock=clock, backoff_initial=5.0, backoff_max=300.0,
-                         rng=random.Random(1))
+    source = YahooSource(["AAPL"], download=down, clock=clock, backoff_initial=5.0, backoff_max=300.0)
     stop = FakeStop(clock, max_waits=10)
     assert list(source.bars({}, stop)) == []
     steps = [5, 10, 20, 40, 80, 160, 300, 300, 300, 300]
@@ -498,9 +518,9 @@ def test_network_error_and_empty_answers_back_off_then_recover(fake, failure, ca
     source, clock, _ = source_on(fake, tickers=["AAPL"], poll_interval=60, download=yf_on(fake, flip))
     stop = FakeStop(clock, max_waits=2)
     with caplog.at_level(logging.WARNING, logger=LOGGER):
-        bars = list(source.bars({}, stop))
+        bars = drain(source, {}, stop)
     assert len(bars) == 6 and 2.5 <= stop.waits[0] <= 5.0
-    warnings = [r.getMessage() for r in caplog.records if r.name == LOGGER]
+    warnings = [r.getMessage() for r in caplog.records if r.name.startswith(LOGGER)]
     assert len(warnings) == 1 and "empty result for AAPL" in warnings[0]
     if failure == "offline":
         assert any(url == "https://query2.finance.yahoo.com/v8/finance/chart/AAPL" for _, url, _ in fake.calls)
@@ -514,16 +534,16 @@ def test_empty_for_one_ticker_warns_once_and_keeps_the_others(fake, caplog):
     fake.charts.pop(("MSFT", "1m"))
     source, _, _ = source_on(fake)
     with caplog.at_level(logging.WARNING, logger=LOGGER):
-        first = source.poll({})
-        second = source.poll({})
+        first, _ = source.poll({})
+        second, _ = source.poll({})
     assert {b.symbol for b in first} == {"AAPL"} and len(first) == len(second) == 6
-    assert [r.getMessage() for r in caplog.records if r.name == LOGGER] == [
+    assert [r.getMessage() for r in caplog.records if r.name.startswith(LOGGER)] == [
         "Yahoo returned no data for MSFT (see the yfinance log for its reason)"]
 
 
 @pytest.mark.parametrize("bug", [KeyError("Close"), TypeError("unsupported operand"), ValueError("bad frame")])
 def test_a_bug_still_raises_out_of_the_loop(bug):
-    def broken(tickers, period, interval):
+    def broken(tickers, interval, **window):
         raise bug
 
     source = YahooSource(["AAPL"], download=broken, clock=Clock(at("13:37:25")))
@@ -538,7 +558,8 @@ def test_stop_ends_the_loop_promptly(fake, mode):
     source, _, _ = source_on(fake, tickers=["AAPL"], poll_interval=60, backoff_initial=120)
     stop = threading.Event()
     got: list[Bar] = []
-    thread = threading.Thread(target=lambda: got.extend(source.bars({}, stop)), daemon=True)
+    thread = threading.Thread(target=lambda: got.extend(b for b in source.bars({}, stop) if b is not FLUSH),
+                              daemon=True)
     thread.start()
     deadline = time.monotonic() + 1.5
     while source.stats.polls < 1 or (mode == "ok" and len(got) < 6):
@@ -582,7 +603,7 @@ def test_fetch_company_failures_give_none_and_a_warning(fake, mode, caplog):
         fake.mode = mode
     with caplog.at_level(logging.WARNING, logger=LOGGER):
         assert yahoo.fetch_company(symbol, session=fake) is None
-    assert any(symbol in r.getMessage() for r in caplog.records if r.name == LOGGER)
+    assert any(symbol in r.getMessage() for r in caplog.records if r.name.startswith(LOGGER))
 
 
 # --------------------------------------------------------------------------- backfill
@@ -617,9 +638,201 @@ def test_backfill_retries_a_rate_limit_then_gives_up(fake):
 
     fake.mode = "offline"
     sleeps.clear()
-    def offline(t, p, i):
-        return yahoo.yf_download(t, p, i, session=fake, threads=False)
+    def offline(t, i, **w):
+        return yahoo.yf_download(t, i, session=fake, threads=False, **w)
 
     with pytest.raises(YahooUnavailable, match="gave up after 3 retries"):
         list(yahoo.backfill_bars(["AAPL"], "5d", "1d", offline, sleep=sleeps.append, reachable=lambda: False))
     assert len(sleeps) == 3
+
+
+# --------------------------------------------------------------------------- issue 15: bars that are right
+
+
+def minute_frame(symbol: str, first: datetime, minutes: int, *, extra: list[datetime] = (), tz: str = "UTC",
+                 volume: float = 0.0) -> pd.DataFrame:
+    """A yf.download-shaped frame of ``minutes`` 1m rows from ``first`` (plus ``extra`` rows,
+    e.g. a live tick), each row's prices made from its minute so tests can tell them apart."""
+    index = [first + timedelta(minutes=i) for i in range(minutes)] + list(extra)
+    index.sort()
+    price = [100.0 + (t - first).total_seconds() / 60 for t in index]
+    data = {"Open": price, "High": [p + 0.5 for p in price], "Low": [p - 0.5 for p in price], "Close": price,
+            "Adj Close": price, "Volume": [volume] * len(index)}
+    frame = pd.DataFrame(data, index=pd.DatetimeIndex(index).tz_convert(tz))
+    return by_ticker({symbol: frame})
+
+
+class WindowedYahoo:
+    """A download that serves ``frames`` the way Yahoo does: only rows in [start, now)."""
+
+    def __init__(self, frames: dict[str, pd.DataFrame], clock: Clock) -> None:
+        self.frames, self.clock = frames, clock
+        self.requests: list[tuple[tuple[str, ...], datetime | None]] = []
+
+    def __call__(self, tickers, interval, *, start=None, end=None, period=None):
+        self.requests.append((tuple(tickers), start))
+        now = pd.Timestamp(self.clock())
+        parts = {}
+        for t in tickers:
+            frame = self.frames[t]
+            idx = frame.index.tz_convert("UTC")
+            keep = (idx < now) & ((idx >= pd.Timestamp(start)) if start is not None else True)
+            parts[t] = frame[keep].xs(t, axis=1, level=0)
+        return client.Fetched(by_ticker(parts))
+
+
+def test_a_bar_is_final_only_after_the_grace_period():
+    frame = minute_frame("ABC", at("13:30:00"), 8)
+    for now, grace, last in [("13:37:05", 10, "13:35:00"), ("13:37:10", 10, "13:36:00"),
+                             ("13:37:00", 0, "13:36:00"), ("13:37:59", 60, "13:35:00")]:
+        bars, _ = frame_to_bars(frame, ["ABC"], "1m", at(now), grace=timedelta(seconds=grace))
+        assert max(b.ts for b in bars) == at(last), (now, grace)
+
+
+def test_polls_fall_just_after_each_interval_plus_the_grace():
+    source = YahooSource(["AAPL"], grace=10, download=lambda *a, **k: None)
+    assert source.next_poll(at("13:37:25")) == at("13:38:10")
+    assert source.next_poll(at("13:38:09")) == at("13:38:10")
+    assert source.next_poll(at("13:38:10")) == at("13:39:10")
+    # POLL_INTERVAL=300 on 1m bars: every fifth boundary or so, still just after one.
+    slow = YahooSource(["AAPL"], grace=10, poll_interval=300, download=lambda *a, **k: None)
+    assert slow.next_poll(at("13:38:11"), last_start=at("13:38:10")) == at("13:42:10")
+    daily = YahooSource(["AAPL"], interval="1d", grace=10, download=lambda *a, **k: None)
+    assert daily.next_poll(at("13:38:10")) == at("00:00:10", "2024-05-17")
+
+
+@pytest.mark.parametrize(("interval", "rows", "kept"), [
+    ("1m", ["13:36:00", "13:37:00", "13:37:20"], ["13:36:00", "13:37:00"]),  # a live tick as its own row
+    ("1m", ["13:36:00", "13:36:00.500"], ["13:36:00"]),
+    ("5m", ["13:30:00", "13:35:00", "13:36:00"], ["13:30:00", "13:35:00"]),
+    ("1h", ["13:30:00", "14:30:00", "14:47:13"], ["13:30:00", "14:30:00"]),  # hourly bars from the 09:30 open
+    ("1d", ["00:00:00", "13:37:20"], ["00:00:00"]),
+])
+def test_rows_off_the_interval_grid_are_never_bars(interval, rows, kept):
+    index = pd.DatetimeIndex([at(r) for r in rows])
+    frame = pd.DataFrame({"Open": 10.0, "High": 11.0, "Low": 9.0, "Close": 10.5, "Volume": 100.0}, index=index)
+    bars, invalid = frame_to_bars(by_ticker({"ABC": frame}), ["ABC"], interval, at("23:59:00", "2024-05-18"))
+    assert [b.ts for b in bars] == [at(r) for r in kept] and invalid == 0
+
+
+def test_a_live_tick_row_in_a_poll_is_not_published():
+    clock = Clock(at("13:38:10"))
+    frame = minute_frame("ABC", at("13:30:00"), 8, extra=[at("13:37:20")], tz="America/New_York")
+    source = YahooSource(["ABC"], download=WindowedYahoo({"ABC": frame}, clock), clock=clock)
+    bars, _ = source.poll({})
+    assert [b.ts for b in bars] == [at("13:30:00") + timedelta(minutes=i) for i in range(8)]
+
+
+def test_many_tickers_are_fetched_in_chunks_and_a_rate_limit_keeps_the_others(fake, caplog):
+    """Through yfinance: MSFT is rate limited in the first poll; AAPL's rows are kept, MSFT
+    alone is asked again after a backoff and its bars arrive then, once each."""
+    fake.limited = {"MSFT"}
+    source, clock, download = source_on(fake, chunk_size=1, poll_interval=60)
+
+    def recover(n):
+        if n == 3:  # the retry of MSFT alone
+            fake.limited = set()
+
+    source._download = yf_on(fake, recover)
+    stop = FakeStop(clock, max_waits=2)
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        bars = drain(source, {}, stop)
+    expected = [r for r in GOLDEN_FIRST_POLL if r[1] == "AAPL"]
+    assert rows([b for b in bars if b.symbol == "AAPL"]) == expected  # poll 1: kept despite MSFT's 429
+    msft = [b for b in bars if b.symbol == "MSFT"]
+    assert [b.ts for b in msft] == sorted({b.ts for b in msft}) and len(msft) == 5  # after the retry, once each
+    assert source._download.calls == 3  # chunk AAPL, chunk MSFT (429), then MSFT alone
+    assert 2.5 <= stop.waits[0] <= 5.0  # the backoff before asking MSFT again
+    assert any("rate limited MSFT" in r.getMessage() for r in caplog.records)
+
+
+def test_partial_rate_limit_is_reported_per_ticker(fake):
+    fake.limited = {"MSFT"}
+    fetched = yahoo.yf_download(["AAPL", "MSFT"], "1m", period="1d", session=fake)
+    assert fetched.limited == {"MSFT"}
+    assert yahoo.frames.tickers_with_data(fetched.frame, ["AAPL", "MSFT"]) == {"AAPL"}
+
+
+def test_a_slow_download_never_starves_the_liveness_beat():
+    release = threading.Event()
+    beats: list[float] = []
+
+    def slow(tickers, interval, **window):
+        release.wait(5)
+        return client.Fetched(minute_frame("ABC", at("13:30:00"), 3))
+
+    source = YahooSource(["ABC"], download=slow, clock=Clock(at("13:38:10")), beat=lambda: beats.append(1))
+    threading.Timer(1.2, release.set).start()
+    bars, _ = source.poll({})
+    assert len(bars) == 3 and len(beats) >= 3  # a beat every 0.25 s while the download ran
+
+
+def test_stop_during_a_hanging_download_ends_the_loop_promptly():
+    hang = threading.Event()
+
+    def forever(tickers, interval, **window):
+        hang.wait(10)
+        raise ConnectionResetError("gave up")
+
+    source = YahooSource(["ABC"], download=forever, clock=Clock(at("13:38:10")))
+    stop = threading.Event()
+    threading.Timer(0.3, stop.set).start()
+    t0 = time.monotonic()
+    assert list(source.bars({}, stop)) == []
+    assert time.monotonic() - t0 < 1.0
+    hang.set()
+
+
+# --------------------------------------------------------------------------- crypto and FX across midnight
+
+
+@pytest.mark.parametrize("symbol", ["BTC-USD", "EURUSD=X"])
+def test_the_2359_bar_is_published_after_midnight(symbol):
+    """24/7 and 24/5 symbols: the poll after midnight still asks from the last sent bar."""
+    day1 = "2024-05-16"  # Thursday night into Friday: FX trades too
+    clock = Clock(at("23:58:10", day1))
+    frame = minute_frame(symbol, at("23:50:00", day1), 15)  # 23:50 .. 00:04; FX volume 0
+    yahoo_like = WindowedYahoo({symbol: frame}, clock)
+    source = YahooSource([symbol], download=yahoo_like, clock=clock, grace=10)
+    resume: dict = {}
+    stop = FakeStop(clock, max_waits=3)
+    bars = drain(source, resume, stop)
+    # Polls at 23:58:10, 23:59:10, 00:00:10: 23:50..23:57, then 23:58, then 23:59.
+    assert [b.ts for b in bars] == [at("23:50:00", day1) + timedelta(minutes=i) for i in range(10)]
+    assert bars[-1].ts == at("23:59:00", day1) and all(b.volume == 0 for b in bars)
+    # The poll after midnight asked from the last acknowledged bar (23:58), not from 00:00.
+    assert yahoo_like.requests[-1][1] == at("23:58:00", day1)
+    assert last_ts(resume) == {(symbol, "1m"): at("23:59:00", day1)}
+
+
+def test_the_poll_window_overlaps_the_oldest_last_bar_of_a_chunk():
+    from stockpipe.producer.sources.yahoo.live import poll_window_start
+
+    now = at("00:00:10", "2024-05-17")
+    resume = {("BTC-USD", "1m"): Bar(symbol="BTC-USD", ts=at("23:58:00"), interval="1m", open=1.0, high=1.0,
+                                     low=1.0, close=1.0, volume=0, source="yfinance"),
+              ("ETH-USD", "1m"): Bar(symbol="ETH-USD", ts=at("23:59:00"), interval="1m", open=1.0, high=1.0,
+                                     low=1.0, close=1.0, volume=0, source="yfinance")}
+    day = timedelta(days=1)
+    assert poll_window_start(["BTC-USD", "ETH-USD"], "1m", resume, now, day) == at("23:58:00")
+    assert poll_window_start(["BTC-USD", "NEW-USD"], "1m", resume, now, day) == now - day
+    # Yahoo serves 1m bars for 7 days: a series last seen a month ago asks for 7 days.
+    old = {("BTC-USD", "1m"): resume[("BTC-USD", "1m")]}
+    assert poll_window_start(["BTC-USD"], "1m", old, now + 30 * day, day) == now + 23 * day
+
+
+def test_backfill_skips_what_is_already_on_raw(fake):
+    bars = list(yahoo.backfill_bars(["AAPL"], "5d", "1d", session=fake, clock=Clock(at("13:39:30")),
+                                    reachable=lambda: True, after={"AAPL": at("00:00:00", "2024-05-13")}))
+    assert rows(bars) == GOLDEN_DAILY[2:]
+
+
+def test_a_ticker_that_stays_rate_limited_never_holds_up_the_others(fake):
+    fake.limited = {"MSFT"}  # for good
+    source, clock, _ = source_on(fake, chunk_size=1, poll_interval=60, backoff_initial=20.0)
+    stop = FakeStop(clock, max_waits=12)
+    drain(source, {}, stop)
+    aapl_polls = [p["period1"] for s, p in fake.chart_calls("1m") if s == "AAPL"]
+    # Full polls each minute (13:37:25, then 13:38:10, 13:39:10, ...) although MSFT never answers.
+    assert len(aapl_polls) >= 3
+    assert clock() - at("13:37:25") < timedelta(minutes=len(aapl_polls) + 2)

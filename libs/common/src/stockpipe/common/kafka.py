@@ -55,7 +55,21 @@ PartitionHook = Callable[[list[TopicPartition]], None]
 class Publisher:
     """Idempotent producer; :meth:`flush` confirms that everything sent is durable."""
 
-    def __init__(self, settings: CommonSettings, **overrides: Any) -> None:
+    def __init__(
+        self,
+        settings: CommonSettings,
+        *,
+        stop: threading.Event | None = None,
+        beat: Callable[[], None] | None = None,
+        **overrides: Any,
+    ) -> None:
+        """``overrides``: librdkafka settings (e.g. ``message.timeout.ms=0``: retry forever).
+
+        ``stop``/``beat``: while :meth:`publish` waits for room in a full local queue (Kafka
+        away), it beats liveness and gives up when ``stop`` is set.
+        """
+        self._stop = stop
+        self._beat = beat
         conf = settings.kafka_config() | {
             "enable.idempotence": True,  # implies acks=all and ordered, de-duplicated retries
             "linger.ms": 5,  # a few ms of batching buys an order of magnitude in throughput
@@ -76,15 +90,34 @@ class Publisher:
             self._failed.append(f"{msg.topic()}: {err.str()}")
 
     def publish(self, topic: str, value: bytes | None, key: bytes | str | None = None,
-                headers: list[tuple[str, bytes]] | None = None) -> None:
-        """Queue one message; waits for room when the local queue is full."""
+                headers: list[tuple[str, bytes]] | None = None) -> bool:
+        """Queue one message; True once queued.
+
+        When the local queue is full (Kafka slow or away) it waits for room, serving
+        delivery reports, beating liveness once a second, and returns False without
+        queueing when the publisher's ``stop`` is set first.
+        """
+        try:
+            self._producer.produce(topic, value, key, headers=headers)
+            return True
+        except BufferError:
+            pass
+        next_beat = 0.0
         while True:
+            # The local queue is full: serve delivery reports until there is room.
+            self._producer.poll(0.1)
+            self._drain_acks()
+            now = time.monotonic()
+            if self._beat is not None and now >= next_beat:
+                self._beat()
+                next_beat = now + 1.0
+            if self._stop is not None and self._stop.is_set():
+                return False
             try:
                 self._producer.produce(topic, value, key, headers=headers)
-                return
+                return True
             except BufferError:
-                # The local queue is full: serve delivery reports until there is room.
-                self._producer.poll(0.1)
+                continue
 
     def poll(self, timeout: float = 0) -> None:
         """Serve delivery reports (call regularly when publishing without flushing)."""
@@ -137,6 +170,25 @@ class Publisher:
             for topic, n in self._acked.items():
                 MESSAGES_PRODUCED.labels(topic).inc(n)
             self._acked.clear()
+
+    def pending(self) -> int:
+        """Messages queued or in flight, not yet acknowledged."""
+        return len(self._producer)
+
+    def abandon(self, timeout: float) -> int:
+        """Flush for at most ``timeout`` seconds, then drop what Kafka has not acknowledged.
+
+        For a shutdown while Kafka is away: the process must end in time, and whoever
+        comes next re-sends what was dropped (e.g. the producer resumes from the last bar
+        on the topic). Returns the number of messages dropped; never raises.
+        """
+        remaining = self._producer.flush(max(0.0, timeout))
+        if remaining:
+            self._producer.purge(in_queue=True, in_flight=True)
+            self._producer.poll(0)  # serve the purged messages' (failed) reports
+        self._drain_acks()
+        self._failed.clear()
+        return remaining
 
     def close(self, timeout: float = 10.0) -> None:
         """Flush what is queued (best effort) before the process exits."""

@@ -17,20 +17,26 @@ _SYMBOL = SYMBOL_PATTERN.strip("^$")
 class ProducerSettings(CommonSettings):
     service_name: str = setting("producer", help="name in logs, client ids and consumer groups")
     producer_source: Literal["auto", "yfinance", "synthetic", "replay"] = setting(
-        "auto", help="where bars come from; auto = yfinance, else synthetic with a warning")
+        "auto", help="where bars come from; auto = yfinance, else synthetic under TICKER.SYN symbols, loudly")
     tickers: tuple[str, ...] = setting(("AAPL", "MSFT", "GOOGL", "AMZN", "TSLA"),
                                        help="symbols to publish, comma separated", pattern=_SYMBOL)
     bar_interval: str = setting("1m", help="bar interval (yfinance/synthetic)", pattern=INTERVAL_PATTERN.strip("^$"))
-    poll_interval: float = setting(60.0, gt=0, help="seconds between two yfinance downloads")
-    yfinance_period: str = setting("1d", help="history each yfinance poll asks for (covers restarts and gaps)",
+    poll_interval: float = setting(60.0, gt=0, help="about the seconds between two yfinance polls (each falls just "
+                                   "after an interval closes, plus YAHOO_GRACE)")
+    yahoo_grace: float = setting(10.0, ge=0, le=3600, help="seconds after an interval closes before its Yahoo bar "
+                                 "is final (Yahoo adds late trades)")
+    yahoo_chunk_size: int = setting(50, ge=1, le=1000, help="tickers per yfinance download")
+    yfinance_period: str = setting("1d", help="history asked for a ticker with nothing on raw yet",
                                    pattern=r"[1-9][0-9]*(d|wk|mo|y)|max|ytd")
     max_messages: int = setting(0, ge=0, help="stop after this many bars, flushing first (0 = never)")
-    resume_scan: int = setting(20_000, ge=0, help="messages read back per raw partition to find where it left off")
+    resume_scan: int = setting(20_000, ge=0, help="messages read back per raw partition to find where each series "
+                               "left off, further back while one is missing (0 = start over)")
     companies: bool = setting(True, help="fill the companies table (yfinance: from Yahoo's profile)")
     synthetic_symbols: int = setting(0, ge=0, le=100_000, help="generate N symbols (SYN0001...) instead of TICKERS")
     synthetic_rate: float = setting(5.0, ge=0, help="synthetic bars per second over all symbols (0 = as fast as possible)")
     synthetic_seed: int = setting(42, help="seed of the synthetic generator (same seed, same bars)")
-    synthetic_history: int = setting(1000, ge=0, help="synthetic bars per symbol before now at start; then live")
+    synthetic_history: int = setting(1000, ge=0, help="intervals of synthetic history before now at start (bars only "
+                                   "while the asset class trades); then live")
     synthetic_start: str = setting("", help="RFC 3339 start of synthetic bars (overrides SYNTHETIC_HISTORY)")
     replay_file: str = setting("", help="CSV file for the replay source (columns in the README)")
     replay_speed: float = setting(0.0, ge=0, help="replay pace: 0 = as fast as possible, 1 = real time, 60 = 60x")

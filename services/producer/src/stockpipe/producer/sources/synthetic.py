@@ -1,10 +1,25 @@
-"""Seeded synthetic bars: geometric Brownian motion with consistent OHLC and realistic volume.
+"""Seeded synthetic bars: geometric Brownian motion with consistent OHLC, each asset class
+with its own trading sessions, volatility, price scale and volume.
 
 Every symbol has its own generator seeded from (seed, symbol), so the same settings give
 the same bars on every machine. Each bar walks ``_STEPS`` sub-steps of a GBM; open is the
 previous close, high/low are the extremes of the walk, so OHLC is consistent by
 construction. Volume is log-normal around a per-symbol base and grows with the size of the
 move (volume and volatility are correlated in real markets).
+
+Asset classes (:func:`asset_class`, from the symbol as Yahoo spells it):
+
+| class | symbols | bars (intraday intervals) | annual volatility | prices | volume |
+|---|---|---|---|---|---|
+| equity | AAPL, BRK-B, ^GSPC, ... | Mon-Fri 09:30-16:00 New York time (no holidays) | 15-60 % | 20-500, cents | shares |
+| crypto | BTC-USD, ETH-USD, ... (base-QUOTE with a fiat/stable quote) | around the clock, 7 days | 50-100 % | by coin, 6 significant digits | quote currency |
+| fx | EURUSD=X, USDJPY=X, ... | Sunday 17:00 to Friday 17:00 New York time | 5-12 % | near 1 (JPY: ~150), 6 significant digits | 0, as Yahoo reports |
+| load | SYN0001... (SYNTHETIC_SYMBOLS) | around the clock | 15-60 % | 20-500, cents | shares |
+
+Daily and longer bars: equities and FX on weekdays, crypto and load every day. Volatility
+is converted per step with the class's own trading minutes per year (252 x 390 for
+equities, 365 x 1440 for crypto, 260 x 1440 for FX). The auto source's fallback symbols
+(``AAPL.SYN``) take the class of the ticker they stand for.
 
 Bars are paced at ``rate`` bars per second over all symbols, and never run ahead of the wall
 clock: a bar is only emitted once its interval has closed, so after catching up on history
@@ -15,18 +30,73 @@ from __future__ import annotations
 
 import math
 import random
+import re
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator, Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from datetime import time as clock_time
+from zoneinfo import ZoneInfo
 
 from stockpipe.common.messages import Bar, interval_length
 
-__all__ = ["SyntheticSource", "synthetic_symbols"]
+__all__ = ["AssetClass", "ASSET_CLASSES", "SyntheticSource", "asset_class", "synthetic_symbols", "FALLBACK_SUFFIX"]
 
 _STEPS = 8  # sub-steps per bar: enough for high/low to look like a real intrabar range
-_MINUTES_PER_YEAR = 252 * 390  # trading minutes: annual volatility → per-minute
+_NEW_YORK = ZoneInfo("America/New_York")
+_OPEN, _CLOSE = clock_time(9, 30), clock_time(16, 0)  # NYSE/Nasdaq regular hours
+_FX_ROLL = clock_time(17, 0)  # FX trades from Sunday to Friday 17:00 New York time
+FALLBACK_SUFFIX = ".SYN"
+_CRYPTO = re.compile(r"^[A-Z0-9]{2,10}-(USD|USDT|USDC|EUR|GBP|JPY|BTC|ETH)$")
+_LOAD = re.compile(r"^SYN[0-9]{4,}$")
+# Rough price levels of well-known coins, so BTC-USD does not trade at 37.
+_COIN_PRICE = {"BTC": 60_000.0, "ETH": 3_000.0, "SOL": 150.0, "BNB": 550.0, "XRP": 0.6, "DOGE": 0.15,
+               "ADA": 0.45, "LTC": 80.0}
+
+
+@dataclass(frozen=True)
+class AssetClass:
+    """How one kind of instrument trades; see the table in the module docstring."""
+
+    name: str
+    minutes_per_year: float
+    annual_vol: tuple[float, float]
+    volume: bool  # False: volume is always 0 (FX, as on Yahoo)
+
+    def is_open(self, ts: datetime, step: timedelta) -> bool:
+        """Whether a bar of length ``step`` starting at ``ts`` (UTC) lies in a session."""
+        if self.name in ("crypto", "load"):
+            return True
+        local = ts.astimezone(_NEW_YORK)
+        if step >= timedelta(days=1):
+            return ts.weekday() < 5
+        if self.name == "equity":
+            return local.weekday() < 5 and _OPEN <= local.time() < _CLOSE
+        # fx: Sunday 17:00 .. Friday 17:00 New York
+        day, t = local.weekday(), local.time()
+        return (day == 6 and t >= _FX_ROLL) or day < 4 or (day == 4 and t < _FX_ROLL)
+
+
+ASSET_CLASSES = {
+    "equity": AssetClass("equity", 252 * 390, (0.15, 0.6), True),
+    "crypto": AssetClass("crypto", 365 * 1440, (0.5, 1.0), True),
+    "fx": AssetClass("fx", 260 * 1440, (0.05, 0.12), False),
+    "load": AssetClass("load", 252 * 390, (0.15, 0.6), True),
+}
+
+
+def asset_class(symbol: str) -> AssetClass:
+    """The asset class of a Yahoo symbol (a fallback ``X.SYN`` counts as ``X``)."""
+    base = symbol.removesuffix(FALLBACK_SUFFIX)
+    if base.endswith("=X"):
+        return ASSET_CLASSES["fx"]
+    if _CRYPTO.match(base):
+        return ASSET_CLASSES["crypto"]
+    if _LOAD.match(base):
+        return ASSET_CLASSES["load"]
+    return ASSET_CLASSES["equity"]
 
 
 def synthetic_symbols(n: int) -> list[str]:
@@ -34,21 +104,35 @@ def synthetic_symbols(n: int) -> list[str]:
     return [f"SYN{i:04d}" for i in range(1, n + 1)]
 
 
+def _significant(price: float, digits: int = 6) -> int:
+    """Decimals that keep ``digits`` significant digits of ``price`` (at least 2)."""
+    return max(2, digits - 1 - math.floor(math.log10(price))) if price > 0 else 2
+
+
 class _Walk:
     """One symbol's GBM state."""
 
-    __slots__ = ("symbol", "rng", "price", "mu", "sigma", "base_volume")
+    __slots__ = ("symbol", "kind", "rng", "price", "mu", "sigma", "base_volume", "decimals")
 
     def __init__(self, symbol: str, seed: int, interval_minutes: float) -> None:
         self.symbol = symbol
+        self.kind = asset_class(symbol)
         self.rng = random.Random(zlib.crc32(f"{seed}:{symbol}".encode()))
-        rng = self.rng
-        self.price = round(rng.uniform(20, 500), 2)
-        annual_vol = rng.uniform(0.15, 0.6)
-        step_years = interval_minutes / _MINUTES_PER_YEAR / _STEPS
+        rng, kind = self.rng, self.kind
+        base = symbol.removesuffix(FALLBACK_SUFFIX)
+        price = rng.uniform(20, 500)
+        if kind.name == "crypto":
+            coin = base.split("-")[0]
+            price = _COIN_PRICE.get(coin, 10 ** rng.uniform(-1, 3)) * rng.uniform(0.9, 1.1)
+        elif kind.name == "fx":
+            price = (150.0 if "JPY" in base else 1.0) * rng.uniform(0.7, 1.4)
+        self.decimals = 2 if kind.name in ("equity", "load") else _significant(price)
+        self.price = round(price, self.decimals)
+        annual_vol = rng.uniform(*kind.annual_vol)
+        step_years = interval_minutes / kind.minutes_per_year / _STEPS
         self.sigma = annual_vol * math.sqrt(step_years)
         self.mu = (rng.uniform(-0.05, 0.15) - annual_vol**2 / 2) * step_years
-        self.base_volume = rng.uniform(2_000, 50_000) * interval_minutes
+        self.base_volume = rng.uniform(2_000, 50_000) * interval_minutes if kind.volume else 0.0
 
     def bar(self, ts: datetime, interval: str) -> Bar:
         gauss, price = self.rng.gauss, self.price
@@ -60,15 +144,18 @@ class _Walk:
                 high = price
             elif price < low:
                 low = price
-        # Cents, as quoted; the rounding keeps low <= open, close <= high.
-        o, c = round(open_, 2), round(price, 2)
-        h, lo = max(round(high, 2), o, c), min(round(low, 2), o, c)
-        if lo < 0.01:  # a walk down to sub-cent prices: keep every price quotable (> 0)
-            o, c, lo = max(o, 0.01), max(c, 0.01), 0.01
+        # Quoted precision; the rounding keeps low <= open, close <= high.
+        d = self.decimals
+        tick = 10.0 ** -d
+        o, c = round(open_, d), round(price, d)
+        h, lo = max(round(high, d), o, c), min(round(low, d), o, c)
+        if lo < tick:  # a walk down below one tick: keep every price quotable (> 0)
+            o, c, lo = max(o, tick), max(c, tick), tick
             h = max(h, o, c)
         self.price = c
         move = abs(math.log(c / o)) / (self.sigma * math.sqrt(_STEPS)) if o > 0 else 0.0
-        volume = int(self.base_volume * (1.0 + move) * math.exp(0.5 * gauss(0.0, 1.0)))
+        noise = math.exp(0.5 * gauss(0.0, 1.0))  # drawn for every class: same walk with or without volume
+        volume = int(self.base_volume * (1.0 + move) * noise)
         return Bar(symbol=self.symbol, ts=ts, interval=interval, open=o, high=h, low=lo, close=c,
                    volume=volume, source="synthetic")
 
@@ -103,11 +190,16 @@ class SyntheticSource:
         minutes = self.step.total_seconds() / 60
         self._walks = {s: _Walk(s, seed, minutes) for s in self.symbols}
 
-    def bars(self, resume: dict[tuple[str, str], Bar], stop: threading.Event) -> Iterator[Bar]:
+    def series(self) -> set[tuple[str, str]]:
+        """The (symbol, interval) series this source publishes."""
+        return {(s, self.interval) for s in self.symbols}
+
+    def bars(self, resume: Mapping[tuple[str, str], Bar], stop: threading.Event) -> Iterator[Bar]:
         """Bars in time order, round-robin over symbols, until ``stop`` is set.
 
         ``resume`` holds the last bar sent per (symbol, interval) before a restart: each
-        symbol continues from that bar's close and time.
+        symbol continues from that bar's close and time. A symbol emits only while its
+        asset class trades (module docstring).
         """
         next_ts: dict[str, datetime] = {}
         for s, walk in self._walks.items():
@@ -122,13 +214,21 @@ class SyntheticSource:
         ts = min(next_ts.values()) if next_ts else self.start
         period = 1.0 / self.rate if self.rate > 0 else 0.0
         due = time.monotonic()
+        step = self.step
         while not stop.is_set():
             # Never emit a bar whose interval has not closed yet.
-            wait = (ts + self.step - self.clock()).total_seconds()
+            wait = (ts + step - self.clock()).total_seconds()
             if wait > 0 and stop.wait(wait):
                 return
+            sessions: dict[str, bool] = {}  # asset class -> trading at ts (one time-zone look-up per class)
             for symbol, walk in self._walks.items():
                 if next_ts[symbol] > ts:
+                    continue
+                kind = walk.kind
+                trading = sessions.get(kind.name)
+                if trading is None:
+                    trading = sessions[kind.name] = kind.is_open(ts, step)
+                if not trading:
                     continue
                 if period:
                     due += period
@@ -141,5 +241,5 @@ class SyntheticSource:
                     elif delay < -1.0:
                         due = time.monotonic()  # fell behind (e.g. paused): don't burst
                 yield walk.bar(ts, self.interval)
-                next_ts[symbol] = ts + self.step
-            ts += self.step
+                next_ts[symbol] = ts + step
+            ts += step
