@@ -272,8 +272,11 @@ def test_helm_upgrade_rolls_every_pod_while_bars_stream() -> None:
     for comp, b in before.items():
         new = after[comp]["spec"]["template"]["metadata"]["annotations"].get("checksum/config")
         assert new and new != b["checksum"], f"{comp}: checksum/config unchanged ({new})"
-        now = {p["metadata"]["uid"] for p in pods(NS, f"{COMPONENT}={comp}")}
-        assert now and not (now & b["pods"]), f"{comp}: pods not replaced"
+        # Old pods may still be in their graceful shutdown (SHUTDOWN_TIMEOUT) when --wait returns.
+        wait_until(f"every old {comp} pod gone", lambda comp=comp, b=b: not (
+            {p["metadata"]["uid"] for p in pods(NS, f"{COMPONENT}={comp}")} & b["pods"]), 120)
+        now = {p["metadata"]["uid"] for p in pods(NS, f"{COMPONENT}={comp}") if is_ready(p)}
+        assert now, f"{comp}: no Ready pod after the upgrade"
     c1 = wait_until("bars after the upgrade", lambda: (c := counts())["price_bars"] > c0["price_bars"] and c, 180)
     log(f"upgrade: all {len(before)} Deployments rolled (new checksum/config, new pods); rows {c0} -> {c1}")
 
