@@ -31,6 +31,7 @@ empty :=
 space := $(empty) $(empty)
 export DASHBOARD_METRICS_URLS ?= $(subst $(space),$(comma),$(foreach s,$(filter-out dashboard,$(SERVICES)),$(s)=http://127.0.0.1:$(PORT_$(s))/metrics))
 
+.PHONY: cluster-test cluster-down
 .PHONY: help deps system-deps infra-up infra-down infra-status topics db-migrate run test test-unit lint images images-test bench soak clean
 .PHONY: chart-tools helm-lint chart-test kind-up kind-down
 
@@ -96,6 +97,11 @@ kind-up: ## a local kind cluster: images built and loaded, kube-prometheus-stack
 
 kind-down: ## delete the kind cluster made by kind-up
 	@deploy/kind/kind-down.sh
+cluster-test: deps ## the Helm chart on a real single-node Kubernetes built here from Go modules (root; tests/cluster/run.sh)
+	@tests/cluster/run.sh
+
+cluster-down: ## stop the cluster-test cluster and remove everything it made (after an interrupted run)
+	@python3 deploy/cluster/cluster.py down
 
 bench: deps ## benchmarks (message decoding, indicator engine, ingest vs COPY, analytics end to end); figures in bench/results/
 	$(PY) bench/decode.py

@@ -1,0 +1,3 @@
+module stockpipe/pause
+
+go 1.22
