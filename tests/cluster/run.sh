@@ -56,8 +56,10 @@ stop_dockerd() {
   echo "cluster-test: dockerd ($pid) still running 30 s after SIGTERM" >&2
 }
 
+# CLUSTER_SERVICES: which services to build, import and enable (default: each that has code;
+# the chart's value <service>.enabled=false for the optional ones left out).
 SERVICES=()
-for s in producer ingestor analytics forecaster dashboard notifier; do
+for s in ${CLUSTER_SERVICES:-producer ingestor analytics forecaster dashboard notifier}; do
   [[ -f "services/$s/src/stockpipe/$s/__main__.py" ]] && SERVICES+=("$s")
 done
 VERSION="$(python3 -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["project"]["version"])' \
