@@ -21,7 +21,7 @@ from hypothesis import settings as hypothesis_settings
 sys.path.insert(0, str(Path(__file__).parent / "integration"))
 sys.path.insert(0, str(Path(__file__).parent))  # hostile.corpus: test data shared by unit and integration tests
 
-from harness import REPO, InfraError, Stack, infra  # noqa: E402
+from harness import TEST_STATE, InfraError, Stack, infra  # noqa: E402
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -30,7 +30,6 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
 if IN_CI:
     hypothesis_settings.load_profile("ci")
-TEST_STATE = Path(os.environ.get("STOCKPIPE_TEST_LOCAL_DIR", REPO / ".local" / "test"))
 
 
 def _missing_tools() -> list[str]:

@@ -29,6 +29,10 @@ from confluent_kafka import Consumer, Producer
 
 REPO = Path(__file__).resolve().parents[2]
 INFRA = REPO / "deploy" / "local" / "infra.sh"
+# The test session's Kafka and PostgreSQL state (tests/conftest.py starts them there). Here,
+# not in conftest.py: tests/cluster has a conftest.py too, and "from conftest import" would
+# find whichever pytest loaded first.
+TEST_STATE = Path(os.environ.get("STOCKPIPE_TEST_LOCAL_DIR", REPO / ".local" / "test"))
 
 
 class InfraError(RuntimeError):

@@ -14,8 +14,7 @@ import pytest
 
 from stockpipe.common.messages import Bar, Codec
 
-from conftest import TEST_STATE
-from harness import Stack, http_get, infra, json_body, metrics_of, wait_for
+from harness import TEST_STATE, Stack, http_get, infra, json_body, metrics_of, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -26,8 +26,7 @@ from confluent_kafka import KafkaException
 from stockpipe.common.errors import TransientError
 from stockpipe.common.messages import Bar, Codec
 
-from conftest import TEST_STATE
-from harness import ServiceProcess, Stack, http_get, infra, json_body, wait_for
+from harness import TEST_STATE, ServiceProcess, Stack, http_get, infra, json_body, wait_for
 
 pytestmark = pytest.mark.integration
 
