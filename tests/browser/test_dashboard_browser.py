@@ -86,8 +86,8 @@ def pipeline(infra_env, tmp_path_factory) -> tuple[Stack, ServiceProcess, dict]:
     conn = psycopg2.connect(stack.dsn)
     with conn, conn.cursor() as cur:
         for symbol, *_ in last:
-            cur.execute("INSERT INTO models (symbol, kind, params, metrics) VALUES (%s, 'arima', %s, %s), "
-                        "(%s, 'naive', '{}', %s)",
+            cur.execute("INSERT INTO models (symbol, \"interval\", kind, params, metrics) VALUES "
+                        "(%s, '1m', 'arima', %s, %s), (%s, '1m', 'naive', '{}', %s)",
                         (symbol, json.dumps({"order": [1, 1, 1]}), json.dumps({"mase": 1.037, "coverage": 0.942}),
                          symbol, json.dumps({"mase": 1.0, "coverage": 0.951})))
     conn.close()

@@ -91,9 +91,9 @@ def fill_history(dsn: str, symbols: list[str], bars: int, *, start: datetime = S
                   fc_rows)
             with conn.cursor() as cur:
                 for kind, mase, coverage in (("arima", 1.04, 0.93), ("naive", 1.0, 0.95)):
-                    cur.execute("INSERT INTO models (symbol, kind, params, metrics, trained_at) VALUES "
-                                "(%s, %s, %s, %s, %s)",
-                                (symbol, kind, json.dumps({"order": [1, 1, 1]} if kind == "arima" else {}),
+                    cur.execute('INSERT INTO models (symbol, "interval", kind, params, metrics, trained_at) VALUES '
+                                "(%s, %s, %s, %s, %s, %s)",
+                                (symbol, interval, kind, json.dumps({"order": [1, 1, 1]} if kind == "arima" else {}),
                                  json.dumps({"mase": mase, "coverage": coverage, "horizon": horizon}), last_ts))
             conn.commit()
             counts["price_bars"] += len(bar_rows)
