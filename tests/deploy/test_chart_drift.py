@@ -290,6 +290,8 @@ def test_services_start_with_the_rendered_environment(stack, readonly_role, tmp_
                        "TOPIC_PREFIX": stack.prefix, "HTTP_PORT": str(free_port())}
             if env["POSTGRES_USER"] == readonly_name:  # the dashboard: its own read-only role
                 swapped.update(POSTGRES_USER=readonly_role, POSTGRES_PASSWORD="reader-pw")
+                if env.get("DASHBOARD_DB_ROLE") == readonly_name:  # its sessions run as that role too
+                    swapped["DASHBOARD_DB_ROLE"] = readonly_role
             if service == "producer":
                 swapped["PRODUCER_SOURCE"] = "synthetic"
             assert set(swapped) <= set(env) | {"POSTGRES_PASSWORD"}, sorted(set(swapped) - set(env))
