@@ -261,6 +261,11 @@ class ModelItem(Schema):
     params = fields.Dict(required=True)
     metrics = fields.Dict(required=True, metadata={"description": "accuracy figures (e.g. mase, coverage)"})
     trained_at = fields.String(required=True, metadata={"description": "RFC 3339"})
+    # The forecaster's registry columns (migration 0003).
+    interval = fields.String(required=True)
+    window_start = fields.String(allow_none=True, metadata={"description": "first bar of the training window, RFC 3339"})
+    window_end = fields.String(allow_none=True, metadata={"description": "last bar of the training window, RFC 3339"})
+    n_obs = fields.Integer(allow_none=True, metadata={"description": "bars the model was trained on"})
 
 
 class ModelsPage(Schema):
