@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg2
+import psycopg2.errors
 from confluent_kafka import Consumer, Producer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -181,9 +182,20 @@ class Stack:
             p.kill()
         conn = psycopg2.connect(self.admin_dsn)
         conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS {self.database} WITH (FORCE)")
-        conn.close()
+        try:
+            for attempt in range(10):
+                try:
+                    with conn.cursor() as cur:
+                        cur.execute(f"DROP DATABASE IF EXISTS {self.database} WITH (FORCE)")
+                    return
+                except (psycopg2.errors.InsufficientPrivilege, psycopg2.errors.ObjectInUse):
+                    # An autovacuum worker (a superuser process) on the new database, which
+                    # FORCE may not terminate as the app user: it is gone a moment later.
+                    if attempt == 9:
+                        raise
+                    time.sleep(1.0)
+        finally:
+            conn.close()
 
     def run_module(self, module: str, *args: str, timeout: float = 120, **env: Any) -> subprocess.CompletedProcess:
         env.setdefault("HTTP_PORT", "0")  # any free port: 8000 may be taken by another process
