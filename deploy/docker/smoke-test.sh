@@ -185,7 +185,7 @@ for s in ingestor analytics; do
   log "$s ready (/readyz 200 on :${PORT[$s]})"
 done
 start producer producer -e "HTTP_PORT=${PORT[producer]}" -e PRODUCER_SOURCE=synthetic \
-  -e SYNTHETIC_RATE=0 -e "MAX_MESSAGES=$BARS" -e COMPANIES=false
+  -e SYNTHETIC_RATE=0 -e SYNTHETIC_START=2024-01-02T00:00:00Z -e "MAX_MESSAGES=$BARS" -e COMPANIES=false
 log "producer started: $BARS synthetic bars"
 
 # ---- every bar stored, every indicator stored
