@@ -48,57 +48,59 @@ def pipeline(infra_env, tmp_path_factory) -> tuple[Stack, ServiceProcess, dict]:
     """The pipeline's processes fill a fresh database; the dashboard serves it."""
     _need_chromium()
     stack = Stack(infra_env, tmp_path_factory.mktemp("dashboard-browser")).create()
-    ingestor = stack.start("ingestor")
-    analytics = stack.start("analytics")
-    ingestor.wait_ready()
-    analytics.wait_ready()
-    stack.run_module("stockpipe.producer", PRODUCER_SOURCE="synthetic", SYNTHETIC_RATE="0",
-                     SYNTHETIC_SYMBOLS=str(SYMBOLS), SYNTHETIC_HISTORY=str(HISTORY),
-                     MAX_MESSAGES=str(SYMBOLS * HISTORY), COMPANIES="false")
-    # A daily series of SYN0001 beside its minutes (a backfill would look the same on `raw`).
-    day0 = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=DAILY)
-    price, daily = 80.0, []
-    for i in range(DAILY):
-        o, c = price, price * (1.01 if (i * 7919) % 13 < 7 else 0.99)
-        daily.append(Bar(symbol="SYN0001", ts=day0 + timedelta(days=i), interval="1d", open=o, high=max(o, c) * 1.005,
-                         low=min(o, c) * 0.995, close=c, volume=100_000 + i, source="synthetic"))
-        price = c
-    from stockpipe.common.messages import Codec
+    try:  # a failed set-up must not leave the pipeline's processes running
+        ingestor = stack.start("ingestor")
+        analytics = stack.start("analytics")
+        ingestor.wait_ready()
+        analytics.wait_ready()
+        stack.run_module("stockpipe.producer", PRODUCER_SOURCE="synthetic", SYNTHETIC_RATE="0",
+                         SYNTHETIC_SYMBOLS=str(SYMBOLS), SYNTHETIC_HISTORY=str(HISTORY),
+                         MAX_MESSAGES=str(SYMBOLS * HISTORY), COMPANIES="false")
+        # A daily series of SYN0001 beside its minutes (a backfill would look the same on `raw`).
+        day0 = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=DAILY)
+        price, daily = 80.0, []
+        for i in range(DAILY):
+            o, c = price, price * (1.01 if (i * 7919) % 13 < 7 else 0.99)
+            daily.append(Bar(symbol="SYN0001", ts=day0 + timedelta(days=i), interval="1d", open=o, high=max(o, c) * 1.005,
+                             low=min(o, c) * 0.995, close=c, volume=100_000 + i, source="synthetic"))
+            price = c
+        from stockpipe.common.messages import Codec
 
-    stack.produce("raw", (Codec(Bar).encode(b) for b in daily), key=b"SYN0001")
-    total = SYMBOLS * HISTORY + DAILY
-    wait_for(lambda: stack.scalar("SELECT count(*) FROM indicators") >= total, 180, interval=1, what="indicator rows")
-    assert stack.scalar("SELECT count(*) FROM alerts") > 0, "the walk should raise alerts"
+        stack.produce("raw", (Codec(Bar).encode(b) for b in daily), key=b"SYN0001")
+        total = SYMBOLS * HISTORY + DAILY
+        wait_for(lambda: stack.scalar("SELECT count(*) FROM indicators") >= total, 180, interval=1, what="indicator rows")
+        assert stack.scalar("SELECT count(*) FROM alerts") > 0, "the walk should raise alerts"
 
-    # Forecasts through the ingestor (the forecaster's topic), models into its registry table.
-    last = stack.query("SELECT symbol, max(ts), (array_agg(close ORDER BY ts DESC))[1] FROM price_bars "
-                       "WHERE \"interval\" = '1m' GROUP BY symbol")
-    runs = []
-    for symbol, ts, close in last:
-        for model, drift in (("arima(1,1,1)", 0.0003), ("naive", 0.0)):
-            points = [ForecastPoint(ts=ts + timedelta(minutes=h), yhat=close * (1 + drift * h),
-                                    lo=close * (1 + drift * h - 0.002 * h ** 0.5), hi=close * (1 + drift * h + 0.002 * h ** 0.5))
-                      for h in range(1, 31)]
-            runs.append((symbol, Forecast(symbol=symbol, interval="1m", made_at=ts, model=model, points=points)))
-    for symbol, fc in runs:
-        stack.produce("forecasts", [Codec(Forecast).encode(fc)], key=symbol.encode())
-    wait_for(lambda: stack.scalar("SELECT count(*) FROM forecasts") == len(runs) * 30, 60, what="forecast rows")
-    conn = psycopg2.connect(stack.dsn)
-    with conn, conn.cursor() as cur:
-        for symbol, *_ in last:
-            cur.execute("INSERT INTO models (symbol, \"interval\", kind, params, metrics) VALUES "
-                        "(%s, '1m', 'arima', %s, %s), (%s, '1m', 'naive', '{}', %s)",
-                        (symbol, json.dumps({"order": [1, 1, 1]}), json.dumps({"mase": 1.037, "coverage": 0.942}),
-                         symbol, json.dumps({"mase": 1.0, "coverage": 0.951})))
-    conn.close()
+        # Forecasts through the ingestor (the forecaster's topic), models into its registry table.
+        last = stack.query("SELECT symbol, max(ts), (array_agg(close ORDER BY ts DESC))[1] FROM price_bars "
+                           "WHERE \"interval\" = '1m' GROUP BY symbol")
+        runs = []
+        for symbol, ts, close in last:
+            for model, drift in (("arima(1,1,1)", 0.0003), ("naive", 0.0)):
+                points = [ForecastPoint(ts=ts + timedelta(minutes=h), yhat=close * (1 + drift * h),
+                                        lo=close * (1 + drift * h - 0.002 * h ** 0.5), hi=close * (1 + drift * h + 0.002 * h ** 0.5))
+                          for h in range(1, 31)]
+                runs.append((symbol, Forecast(symbol=symbol, interval="1m", made_at=ts, model=model, points=points)))
+        for symbol, fc in runs:
+            stack.produce("forecasts", [Codec(Forecast).encode(fc)], key=symbol.encode())
+        wait_for(lambda: stack.scalar("SELECT count(*) FROM forecasts") == len(runs) * 30, 60, what="forecast rows")
+        conn = psycopg2.connect(stack.dsn)
+        with conn, conn.cursor() as cur:
+            for symbol, *_ in last:
+                cur.execute("INSERT INTO models (symbol, \"interval\", kind, params, metrics) VALUES "
+                            "(%s, '1m', 'arima', %s, %s), (%s, '1m', 'naive', '{}', %s)",
+                            (symbol, json.dumps({"order": [1, 1, 1]}), json.dumps({"mase": 1.037, "coverage": 0.942}),
+                             symbol, json.dumps({"mase": 1.0, "coverage": 0.951})))
+        conn.close()
 
-    urls = f"ingestor=http://127.0.0.1:{ingestor.port}/metrics,analytics=http://127.0.0.1:{analytics.port}/metrics"
-    dash = stack.start("dashboard", DASHBOARD_WORKERS=2, DASHBOARD_METRICS_URLS=urls)
-    dash.wait_ready(60)
-    yield stack, dash, {"last": {s: (ts, c) for s, ts, c in last}}
-    for p in (dash, analytics, ingestor):
-        assert p.terminate() == 0, p.output()[-2000:]
-    stack.destroy()
+        urls = f"ingestor=http://127.0.0.1:{ingestor.port}/metrics,analytics=http://127.0.0.1:{analytics.port}/metrics"
+        dash = stack.start("dashboard", DASHBOARD_WORKERS=2, DASHBOARD_METRICS_URLS=urls)
+        dash.wait_ready(60)
+        yield stack, dash, {"last": {s: (ts, c) for s, ts, c in last}}
+        for p in (dash, analytics, ingestor):
+            assert p.terminate() == 0, p.output()[-2000:]
+    finally:
+        stack.destroy()  # kills what is still running, drops the database
 
 
 @pytest.fixture(scope="module")
