@@ -167,3 +167,20 @@ def test_fx_is_calmer_than_crypto_per_minute():
 
     assert minute_vol("EURUSD=X") < minute_vol("BTC-USD")
     assert set(ASSET_CLASSES) == {"equity", "crypto", "fx", "load"}
+
+
+@pytest.mark.parametrize("now", [datetime(2024, 1, 6, 3, 0, tzinfo=UTC),  # a Saturday night: no session
+                                 datetime(2024, 1, 9, 15, 0, tzinfo=UTC)])  # Tuesday, 30 minutes into one
+def test_synthetic_history_is_counted_in_bars_of_each_class_session(now: datetime) -> None:
+    # SYNTHETIC_HISTORY=300: 300 bars per symbol before now, whatever the hour, for equities
+    # (6.5 h a weekday), FX (24/5) and crypto (24/7) alike.
+    source = SyntheticSource(["AAPL", "EURUSD=X", "BTC-USD"], rate=0, history=300, clock=lambda: now)
+    stop = threading.Event()
+    timer = threading.Timer(1.0, stop.set)  # caught up, the source waits for the next interval to close
+    timer.start()
+    bars = list(source.bars({}, stop))
+    timer.cancel()
+    assert all(b.ts + timedelta(minutes=1) <= now for b in bars)
+    per_symbol = {s: sum(b.symbol == s for b in bars) for s in ("AAPL", "EURUSD=X", "BTC-USD")}
+    assert per_symbol["AAPL"] == 300, per_symbol
+    assert all(n >= 300 for n in per_symbol.values()), per_symbol

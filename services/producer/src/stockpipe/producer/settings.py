@@ -35,8 +35,8 @@ class ProducerSettings(CommonSettings):
     synthetic_symbols: int = setting(0, ge=0, le=100_000, help="generate N symbols (SYN0001...) instead of TICKERS")
     synthetic_rate: float = setting(5.0, ge=0, help="synthetic bars per second over all symbols (0 = as fast as possible)")
     synthetic_seed: int = setting(42, help="seed of the synthetic generator (same seed, same bars)")
-    synthetic_history: int = setting(1000, ge=0, help="intervals of synthetic history before now at start (bars only "
-                                   "while the asset class trades); then live")
+    synthetic_history: int = setting(1000, ge=0, help="synthetic bars per symbol before now at start (counted in its "
+                                   "asset class's sessions); then live")
     synthetic_start: str = setting("", help="RFC 3339 start of synthetic bars (overrides SYNTHETIC_HISTORY)")
     replay_file: str = setting("", help="CSV file for the replay source (columns in the README)")
     replay_speed: float = setting(0.0, ge=0, help="replay pace: 0 = as fast as possible, 1 = real time, 60 = 60x")

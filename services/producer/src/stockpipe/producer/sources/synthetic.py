@@ -182,13 +182,33 @@ class SyntheticSource:
         self.rate = rate
         self.clock = clock
         self.seed = seed
+        minutes = self.step.total_seconds() / 60
+        self._walks = {s: _Walk(s, seed, minutes) for s in self.symbols}
         if start is None:
             now = clock()
             floor = now - (now - datetime(2000, 1, 3, tzinfo=UTC)) % self.step
-            start = floor - history * self.step
+            start = self._history_start(floor, history)
         self.start = start.astimezone(UTC)
-        minutes = self.step.total_seconds() / 60
-        self._walks = {s: _Walk(s, seed, minutes) for s in self.symbols}
+
+    def _history_start(self, end: datetime, history: int) -> datetime:
+        """The latest start that gives every symbol ``history`` bars before ``end``.
+
+        Bars are counted in each asset class's sessions: 1,000 one-minute equity bars reach
+        back about three trading days, not 1,000 minutes (which, at night, hold none).
+        """
+        kinds = {w.kind.name: w.kind for w in self._walks.values()}
+        need = dict.fromkeys(kinds, history)
+        ts = end
+        # Bounded: equities trade about a fifth of all minutes; a class that never opens at
+        # this interval must not keep the loop going.
+        for _ in range(history * 10 + 20_000):
+            if not any(n > 0 for n in need.values()):
+                break
+            ts -= self.step
+            for name, kind in kinds.items():
+                if need[name] > 0 and kind.is_open(ts, self.step):
+                    need[name] -= 1
+        return ts
 
     def series(self) -> set[tuple[str, str]]:
         """The (symbol, interval) series this source publishes."""
