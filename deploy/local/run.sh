@@ -16,6 +16,21 @@ STATE="${STOCKPIPE_LOCAL_DIR:-$(cd -- "$LOCAL_DIR/../.." && pwd)/.local}"
 PY="$1"
 shift
 
+# Every service's port must be free before anything starts: a second `make run` (another
+# clone, or this one still running) would otherwise start Kafka and half the services, then
+# stop on the first busy port. One line names the port and how to choose another.
+for spec in "$@"; do
+  name="${spec%%=*}"
+  port="${spec#*=}"
+  if ! "$PY" -c 'import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1])))' "$port" 2>/dev/null; then
+    echo "run: port $port for $name is in use (another make run?): stop that, or choose another with make run PORT_$name=N" >&2
+    exit 2
+  fi
+done
+
 started_here=false
 if ! "$LOCAL_DIR/infra.sh" status >/dev/null 2>&1; then
   started_here=true
