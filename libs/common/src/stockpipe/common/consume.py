@@ -254,6 +254,7 @@ class ConsumeLoop:
     def _await(self, future: Future) -> None:
         """The future's result, beating while it runs (up to ``stall_timeout``) and honouring shutdown."""
         started = time.monotonic()
+        stalled = False
         while True:
             try:
                 future.result(timeout=0.5)
@@ -262,9 +263,9 @@ class ConsumeLoop:
                 pass
             if time.monotonic() - started < self.stall_timeout:
                 self.health.beat()
-            elif not getattr(future, "_stall_logged", False):
+            elif not stalled:
                 logger.error("a batch has not become durable in %.0fs: /healthz turns red", self.stall_timeout)
-                future._stall_logged = True  # type: ignore[attr-defined]
+                stalled = True
             if self.shutdown.requested and self.shutdown.remaining() <= 0:
                 raise ShutdownRequested("waiting for a batch to become durable")
 
