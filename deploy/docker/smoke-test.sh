@@ -234,7 +234,7 @@ for s in "${EXTRA[@]}"; do
   [[ "$(http_code "${PORT[$s]}" /healthz)" == 200 ]] || fail "$s: GET /healthz not 200"
   curl -fsS -m 5 "http://127.0.0.1:${PORT[$s]}/metrics" | grep -q '^stockpipe_' || fail "$s: /metrics has no stockpipe_ metric"
   if [[ "$s" == dashboard ]]; then
-    docker top "stockpipe-smoke-$s-$RUN_ID" -o args | grep -q '[g]unicorn' || fail "dashboard: no gunicorn process in the container"
+    docker top "stockpipe-smoke-$s-$RUN_ID" -o pid,args | grep -q '[g]unicorn' || fail "dashboard: no gunicorn process in the container"
   fi
   log "$s: /readyz 200, /healthz 200, /metrics ok"
 done

@@ -45,7 +45,11 @@ class Health:
         self._last_beat = time.monotonic()
 
     def add_check(self, name: str, check: Check) -> None:
-        self._checks[name] = check
+        # Under the lock: a probe iterating the checks while the main thread adds one
+        # raised "dictionary changed size during iteration" (seen in a container smoke test).
+        with self._lock:
+            self._checks[name] = check
+            self._cached = None
 
     def alive(self) -> tuple[bool, float]:
         age = time.monotonic() - self._last_beat
@@ -58,7 +62,7 @@ class Health:
             if self._cached and now - self._cached[0] < self._check_interval:
                 return self._cached[1]
             failed: dict[str, str] = {}
-            for name, check in self._checks.items():
+            for name, check in list(self._checks.items()):
                 try:
                     check()
                 except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
