@@ -212,6 +212,13 @@ def test_bars_flow_into_postgres() -> None:
     later = wait_until("more bars", lambda: (c := counts())["price_bars"] > first["price_bars"] and c, 120)
     log(f"flowing: {first} -> {later}")
     assert later["indicators"] > 0
+    if "forecaster" in SERVICES:
+        # The forecaster reads the stream in-cluster too; its forecasts reach the table through
+        # the ingestor (12 symbols x 1,000 bars of history: past ARIMA_MIN_OBSERVATIONS at once).
+        made = wait_until("forecasts in PostgreSQL", lambda: int(sql("SELECT count(*) FROM forecasts")) or None, 420)
+        models = int(sql("SELECT count(*) FROM models"))
+        log(f"forecasts: {made} rows, models in the registry: {models}")
+        assert models > 0
 
 
 # ----------------------------------------------------------------- 4. metrics, dashboard

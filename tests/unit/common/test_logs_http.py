@@ -71,3 +71,34 @@ def test_health_endpoints() -> None:
         assert _get(server.port, "/nope")[0] == 404
     finally:
         server.stop()
+
+
+def test_readiness_checks_added_while_probes_run() -> None:
+    """A probe iterating the checks while the main thread registers one must not raise
+    (a container smoke test hit "dictionary changed size during iteration")."""
+    import threading
+
+    health = Health(check_interval=0.0)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def probe() -> None:
+        while not stop.is_set():
+            try:
+                health.failures()
+            except BaseException as exc:  # noqa: BLE001 - the test collects any failure
+                errors.append(exc)
+                return
+
+    threads = [threading.Thread(target=probe) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        for i in range(2000):
+            health.add_check(f"check{i}", lambda: None)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(5)
+    assert errors == []
+    assert health.failures() == {}
