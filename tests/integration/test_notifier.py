@@ -229,8 +229,8 @@ def test_no_endpoints_says_so_once_and_idles(stack: Stack) -> None:
 
 
 def test_a_410_is_remembered_across_a_restart_until_the_endpoint_is_enabled_again(stack: Stack) -> None:
-    alerts = make_alerts(24)
-    first_batch, second_batch, third_batch = alerts[:8], alerts[8:16], alerts[16:]
+    alerts = make_alerts(32)
+    first_batch, second_batch, third_batch, fourth_batch = alerts[:8], alerts[8:16], alerts[16:24], alerts[24:]
     with Receiver() as rx:
         gone = rx.script("/gone", always(410), SECRET) + f"?token={TOKEN}"
         ok = rx.script("/ok", always(200), SECRET)
@@ -280,5 +280,38 @@ def test_a_410_is_remembered_across_a_restart_until_the_endpoint_is_enabled_agai
                  what="the re-enabled endpoint called again")
         assert third.terminate() == 0
         assert "enabled again by NOTIFY_REENABLE" in third.output()
+        wait_for(lambda: stack.query("SELECT 1 FROM notifier_disabled_endpoints"), 30, what="the new 410 remembered")
+
+        # Deleting the row, as the log says, does the same.
+        stack.execute("DELETE FROM notifier_disabled_endpoints WHERE endpoint_id = %s", (endpoint_id,))
+        fourth = stack.start("notifier", **env)
+        fourth.wait_ready()
+        publish(stack, fourth_batch)
+        wait_for(lambda: len(rx.at("/gone")) == 3 and len(rx.answered_ok("/ok")) == 32, 60,
+                 what="the endpoint called again after its row was deleted")
+        assert fourth.terminate() == 0
     reasons = [dict(m.headers())["error"].decode().split(":")[0] for m in stack.consume_all("dlq")]
-    assert reasons == ["endpoint_gone", "endpoint_gone"]
+    assert reasons == ["endpoint_gone"] * 3
+
+
+def test_postgresql_away_at_start_is_waited_out_alive_and_sigterm_still_stops_it(stack: Stack) -> None:
+    with Receiver() as rx:
+        url = rx.script("/", always(200), SECRET)
+        notifier = stack.start("notifier", NOTIFY_ENDPOINTS=endpoints({"url": url, "secret": SECRET}),
+                               POSTGRES_DSN="host=127.0.0.1 port=1 dbname=x user=x", POSTGRES_CONNECT_TIMEOUT="1",
+                               **FAST)
+
+        def waiting() -> bool:
+            try:
+                code, body = http_get(notifier.port, "/readyz")
+            except OSError:
+                return False
+            return code == 503 and "postgres" in json_body(body)["reasons"]
+
+        wait_for(waiting, 30, what="/readyz naming PostgreSQL")
+        time.sleep(2)
+        assert notifier.alive() and http_get(notifier.port, "/healthz")[0] == 200
+        start = time.monotonic()
+        assert notifier.terminate() == 0
+        assert time.monotonic() - start < 5
+    assert "reading the disabled endpoints from PostgreSQL failed, retrying" in notifier.output()
