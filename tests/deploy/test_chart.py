@@ -241,7 +241,7 @@ def test_in_chart_database_migrates_in_the_writers_init_containers() -> None:
     job = one(docs, "Job", "t-stockpipe-migrate")
     assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-upgrade"
     with_init = {n for n, d in objects(docs, "Deployment").items() if "initContainers" in pod_spec(d)}
-    assert with_init == {"t-stockpipe-producer", "t-stockpipe-ingestor", "t-stockpipe-forecaster"}
+    assert with_init == {"t-stockpipe-producer", "t-stockpipe-ingestor", "t-stockpipe-forecaster", "t-stockpipe-notifier"}
     init = pod_spec(one(docs, "Deployment", "t-stockpipe-ingestor"))["initContainers"][0]
     assert init["command"] == ["python", "-m", "stockpipe.common.migrate"]
     topics = [d for n, d in objects(docs, "Job").items() if n.startswith("t-stockpipe-topics-")]
@@ -362,14 +362,14 @@ def test_network_policies() -> None:
     pg_port = 5432
     for s in SERVICES:
         egress_ports = {p["port"] for r in nps[f"t-stockpipe-{s}"]["spec"]["egress"] for p in r["ports"]}
-        assert (pg_port in egress_ports) == (s not in ("analytics", "notifier")), s
+        assert (pg_port in egress_ports) == (s != "analytics"), s
         assert 9092 in egress_ports and 53 in egress_ports
     # The in-chart servers admit only their labelled clients.
     pg_from = nps["t-stockpipe-postgresql"]["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"]
     assert pg_from == {"app.kubernetes.io/instance": "t", "stockpipe.io/postgres-client": "true"}
     labelled = {component(d) for _, d in [(None, d) for d in docs if d["kind"] in ("Deployment", "Job")]
                 if d["spec"]["template"]["metadata"]["labels"].get("stockpipe.io/postgres-client") == "true"}
-    assert labelled == {"producer", "ingestor", "forecaster", "dashboard", "migrate"}
+    assert labelled == {"producer", "ingestor", "forecaster", "dashboard", "notifier", "migrate"}
     assert not objects(render({"networkPolicy": {"enabled": False}}), "NetworkPolicy")
 
 

@@ -3,20 +3,28 @@
 Every message of every category goes to the topic it targets, between valid ones; then:
 each invalid message is in ``dlq`` with its reason (once per service that reads its topic)
 and counted; the services are the same processes (same PID, never restarted); every valid
-message reached its table; nothing hostile reached a table.
+message reached its table (the ingestor) or its webhook endpoints, signed (the notifier,
+against a real receiver on 127.0.0.1); nothing hostile reached a table or an endpoint.
 """
 
 from __future__ import annotations
 
+import json
+import sys
 import time
 from collections import Counter
+from pathlib import Path
 
+import msgspec
 import pytest
-from hostile.corpus import Case, cases, fits_kafka
+from hostile.corpus import TOPIC_KINDS, Case, cases, fits_kafka
 
 from stockpipe.common.messages import Alert, Bar, Codec, Forecast, Indicators
 
 from harness import Stack, metrics_of, wait_for
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit" / "notifier"))
+from webhook_receiver import Receiver, always  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -24,10 +32,71 @@ CODECS = {"raw": Codec(Bar), "indicators": Codec(Indicators), "alerts": Codec(Al
 # Which running services read each topic kind (each dead-letters what it rejects).
 READERS = {"raw": ("ingestor", "analytics"), "indicators": ("ingestor",), "alerts": ("ingestor",),
            "forecasts": ("ingestor",)}
+WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 
 def series_keys(stack: Stack, table: str) -> set[tuple]:
     return {(s, i, ts) for s, i, ts in stack.query(f'SELECT symbol, "interval", ts FROM {table}')}
+
+
+def fire(stack: Stack, corpus: list[Case]) -> None:
+    """Produce every case to the topic of its kind, in corpus order."""
+    for kind in TOPIC_KINDS:
+        mine = [(c.key, c.value) for c in corpus if c.topic_kind == kind]
+        if mine:
+            # One message per request: a batch holding the ~1 MB case and others would exceed
+            # the broker's max.message.bytes as a whole.
+            stack.produce_keyed(kind, mine, **{"batch.num.messages": 1, "message.max.bytes": 1_048_000})
+
+
+def dead_letters(stack: Stack) -> dict[tuple[str, int, int], list[str]]:
+    """The ``error`` headers on ``dlq`` by (source topic, partition, offset); checks truncation."""
+    by_source: dict[tuple, list[str]] = {}
+    for m in stack.consume_all("dlq", timeout=30):
+        h = {k: v.decode() for k, v in m.headers()}
+        if len(m.value() or b"") >= 900_000 or "truncated" in h:  # too big to go on with its headers
+            assert len(m.value()) == 900_000 and int(h["truncated"]) > 900_000, h
+        by_source.setdefault((h["source_topic"], int(h["source_partition"]), int(h["source_offset"])), []).append(
+            h["error"])
+    return by_source
+
+
+def wait_for_dead_letters(stack: Stack, n: int) -> dict[tuple[str, int, int], list[str]]:
+    """The dead letters once there are ``n`` of them (and 2 s later: no more must come)."""
+    wait_for(lambda: sum(map(len, dead_letters(stack).values())) >= n, 120, interval=1.0,
+             what=f"{n} dead letters")
+    time.sleep(2)
+    return dead_letters(stack)
+
+
+def sources(stack: Stack, corpus: list[Case]) -> dict[tuple[str, int, int], Case]:
+    """Where each case landed: (topic, partition, offset) -> case."""
+    by_bytes = {(c.topic_kind, c.key, c.value): c for c in corpus}
+    out = {}
+    for kind in {c.topic_kind for c in corpus}:
+        for m in stack.consume_all(kind, timeout=30):
+            case = by_bytes.get((kind, m.key(), m.value()))
+            if case is not None:
+                out[(stack.topic(kind), m.partition(), m.offset())] = case
+    assert len(out) == len(corpus)
+    return out
+
+
+def dead_letter_problems(case_of: dict[tuple, Case], by_source: dict[tuple, list[str]],
+                         readers: dict[str, tuple[str, ...]], valid_may_die=lambda c: False) -> list[str]:
+    """Each invalid case dead-lettered once per reader with its reason; no valid one at all."""
+    problems = []
+    for src, c in case_of.items():
+        errors = by_source.get(src, [])
+        if c.valid:
+            if errors and not valid_may_die(c):
+                problems.append(f"{c.name}: valid but dead-lettered: {errors}")
+            continue
+        if len(errors) != len(readers[c.topic_kind]):
+            problems.append(f"{c.name}: dead-lettered {len(errors)}x, expected {len(readers[c.topic_kind])}")
+        elif not all(e.startswith(f"{c.reason}:") for e in errors):
+            problems.append(f"{c.name}: reasons {errors}, expected {c.reason}")
+    return problems
 
 
 def test_the_hostile_corpus_ends_in_dlq_and_stops_nothing(stack: Stack) -> None:
@@ -38,50 +107,15 @@ def test_the_hostile_corpus_ends_in_dlq_and_stops_nothing(stack: Stack) -> None:
     pids = {s.name: s.proc.pid for s in (ingestor, analytics)}
 
     corpus = [c for c in cases() if fits_kafka(c)]
-    for kind in READERS:
-        # One message per request: a batch holding the ~1 MB case and others would exceed the
-        # broker's max.message.bytes as a whole.
-        stack.produce_keyed(kind, [(c.key, c.value) for c in corpus if c.topic_kind == kind],
-                            **{"batch.num.messages": 1, "message.max.bytes": 1_048_000})
+    fire(stack, corpus)
     invalid = [c for c in corpus if not c.valid]
     valid: dict[str, list[Case]] = {k: [c for c in corpus if c.valid and c.topic_kind == k] for k in READERS}
-    expected_dead = sum(len(READERS[c.topic_kind]) for c in invalid)
-
-    dead = wait_for(lambda: len(d := stack.consume_all("dlq", timeout=30)) >= expected_dead and d, 120,
-                    interval=1.0, what=f"{expected_dead} dead letters")
-    time.sleep(2)
-    dead = stack.consume_all("dlq", timeout=30)
+    by_source = wait_for_dead_letters(stack, sum(len(READERS[c.topic_kind]) for c in invalid))
 
     # Each invalid message: in dlq once per service reading its topic, with its reason.
-    offsets = {}
-    for kind in READERS:
-        for m in stack.consume_all(kind, timeout=30):
-            offsets[(stack.topic(kind), m.partition(), m.offset())] = m
-    by_source: dict[tuple, list[str]] = {}
-    for m in dead:
-        h = {k: v.decode() for k, v in m.headers()}
-        if len(m.value() or b"") >= 900_000 or "truncated" in h:  # too big to go on with its headers
-            assert len(m.value()) == 900_000 and int(h["truncated"]) > 900_000, h
-        by_source.setdefault((h["source_topic"], int(h["source_partition"]), int(h["source_offset"])), []).append(
-            h["error"])
-    case_of = {}
-    for src, msg in offsets.items():
-        for c in corpus:
-            if c.topic_kind == src[0].removeprefix(stack.prefix) and c.value == msg.value() and c.key == msg.key():
-                case_of[src] = c
-    problems = []
-    for src, c in case_of.items():
-        errors = by_source.get(src, [])
-        if c.valid:
-            if errors and not (c.topic_kind == "raw" and c.category == "extreme_ratio"):
-                problems.append(f"{c.name}: valid but dead-lettered: {errors}")
-            continue
-        if len(errors) != len(READERS[c.topic_kind]):
-            problems.append(f"{c.name}: dead-lettered {len(errors)}x, expected {len(READERS[c.topic_kind])}")
-        elif not all(e.startswith(f"{c.reason}:") for e in errors):
-            problems.append(f"{c.name}: reasons {errors}, expected {c.reason}")
+    problems = dead_letter_problems(sources(stack, corpus), by_source, READERS,
+                                    valid_may_die=lambda c: c.topic_kind == "raw" and c.category == "extreme_ratio")
     assert not problems, "\n".join(problems)
-    assert len(case_of) == len(corpus)
 
     # Counted by reason in each service.
     for name, svc in (("ingestor", ingestor), ("analytics", analytics)):
@@ -119,3 +153,50 @@ def test_the_hostile_corpus_ends_in_dlq_and_stops_nothing(stack: Stack) -> None:
     for svc in (ingestor, analytics):
         assert svc.alive() and svc.proc.pid == pids[svc.name]
     assert ingestor.terminate() == 0 and analytics.terminate() == 0
+
+
+def test_the_hostile_alerts_at_the_notifier_are_dead_lettered_once_and_the_valid_ones_delivered(
+        stack: Stack) -> None:
+    """The ``alerts`` corpus fired at a running notifier with real webhook endpoints on 127.0.0.1."""
+    corpus = [c for c in cases("alerts") if fits_kafka(c)]
+    invalid = [c for c in corpus if not c.valid]
+    valid = {CODECS["alerts"].decode(c.value).id: c for c in corpus if c.valid}
+    with Receiver() as rx:
+        hook = rx.script("/hook", always(200), WEBHOOK_SECRET)
+        slack = rx.script("/slack", always(200))
+        notifier = stack.start("notifier", NOTIFY_ENDPOINTS=json.dumps([
+            {"url": hook, "format": "json", "secret": WEBHOOK_SECRET}, {"url": slack, "format": "slack"}]),
+            PROGRESS_INTERVAL="0", NOTIFIER_BATCH_TIMEOUT="0.05")
+        notifier.wait_ready()
+        pid = notifier.proc.pid
+        fire(stack, corpus)
+
+        by_source = wait_for_dead_letters(stack, len(invalid))
+        # Each invalid alert: in dlq exactly once, with its reason; no valid one.
+        problems = dead_letter_problems(sources(stack, corpus), by_source, {"alerts": ("notifier",)})
+        assert not problems, "\n".join(problems)
+        metrics = metrics_of(notifier.port)
+        for reason, n in Counter(c.reason for c in invalid).items():
+            assert metrics.get(("stockpipe_dlq_messages_total", (("reason", reason),)), 0) == n, reason
+
+        # Every valid alert delivered to both endpoints, signed, once, as it was on the topic.
+        wait_for(lambda: {r.webhook_id for r in rx.answered_ok("/hook")} >= set(valid), 60,
+                 what="every valid alert at the json endpoint")
+        wait_for(lambda: len(rx.answered_ok("/slack")) >= len(valid), 60, what="every valid alert at Slack")
+        time.sleep(1)  # nothing more may come
+        hook_reqs = rx.at("/hook")
+        assert all(r.verified for r in hook_reqs), [r.error for r in hook_reqs if not r.verified][:3]
+        assert sorted(r.webhook_id for r in hook_reqs) == sorted(valid)  # once each, nothing hostile
+        for r in hook_reqs:
+            sent = CODECS["alerts"].decode(msgspec.json.encode(r.json()["data"]))
+            assert sent == CODECS["alerts"].decode(valid[r.webhook_id].value), valid[r.webhook_id].name
+        slack_texts = [r.json()["text"] for r in rx.at("/slack")]
+        assert len(slack_texts) == len(valid) and all("\n" not in t and "<" not in t for t in slack_texts)
+        port = rx.port
+        assert metrics_of(notifier.port)[("stockpipe_notifier_deliveries_total",
+                                          (("endpoint", f"http://127.0.0.1:{port}"), ("outcome", "delivered")))] \
+            == 2 * len(valid)
+
+        # The same process, never restarted, still serving.
+        assert notifier.alive() and notifier.proc.pid == pid
+        assert notifier.terminate() == 0

@@ -226,3 +226,92 @@ def test_no_endpoints_says_so_once_and_idles(stack: Stack) -> None:
     log = notifier.output()
     assert log.count("NOTIFY_ENDPOINTS is empty") == 1
     assert "partitions assigned" not in log  # idle: it does not consume
+
+
+def test_a_410_is_remembered_across_a_restart_until_the_endpoint_is_enabled_again(stack: Stack) -> None:
+    alerts = make_alerts(32)
+    first_batch, second_batch, third_batch, fourth_batch = alerts[:8], alerts[8:16], alerts[16:24], alerts[24:]
+    with Receiver() as rx:
+        gone = rx.script("/gone", always(410), SECRET) + f"?token={TOKEN}"
+        ok = rx.script("/ok", always(200), SECRET)
+        slack = rx.script("/slack", always(200))
+        env = dict(NOTIFY_ENDPOINTS=endpoints({"url": ok, "secret": SECRET}, {"url": gone, "secret": SECRET},
+                                              {"url": slack, "format": "slack"}), **FAST)
+        port = rx.port
+
+        first = stack.start("notifier", **env)
+        first.wait_ready()
+        publish(stack, first_batch)
+        wait_for(lambda: len(rx.answered_ok("/ok")) == len(first_batch) and len(rx.answered_ok("/slack")) == 8, 60,
+                 what="the first alerts")
+        gone_id = wait_for(lambda: stack.query("SELECT endpoint_id, endpoint, reason FROM notifier_disabled_endpoints"),
+                           30, what="the 410 remembered")
+        [(endpoint_id, name, reason)] = gone_id
+        assert name == f"http://127.0.0.1:{port}" and reason == "410 Gone"
+        assert TOKEN not in endpoint_id and len(endpoint_id) == 64
+        assert first.terminate() == 0
+        assert len(rx.at("/gone")) == 1
+
+        # Restarted: the endpoint stays disabled; the others keep receiving.
+        second = stack.start("notifier", **env)
+        second.wait_ready()
+        publish(stack, second_batch)
+        wait_for(lambda: len(rx.answered_ok("/ok")) == 16 and len(rx.answered_ok("/slack")) == 16, 60,
+                 what="the second alerts at the other endpoints")
+        time.sleep(0.5)
+        assert len(rx.at("/gone")) == 1, "a disabled endpoint was called after the restart"
+        metrics = metrics_of(second.port)
+        assert metrics[("stockpipe_notifier_disabled_endpoints", (("endpoint", f"http://127.0.0.1:{port}"),))] == 1
+        assert metrics[("stockpipe_notifier_deliveries_total",
+                        (("endpoint", f"http://127.0.0.1:{port}"), ("outcome", "disabled")))] == len(second_batch)
+        assert second.terminate() == 0
+        log = second.output()
+        assert f"endpoint #2 http://127.0.0.1:{port} is disabled: it answered 410 Gone on" in log
+        assert f"endpoint_id '{endpoint_id}'" in log and "NOTIFY_REENABLE=2" in log
+        assert "not sent (1 skipped since start)" in log  # the first skip is logged, with the count
+        assert TOKEN not in log and SECRET[6:] not in log
+
+        # NOTIFY_REENABLE=2: the 410 is forgotten; the endpoint is called again (and, still
+        # answering 410, disabled and remembered again).
+        third = stack.start("notifier", NOTIFY_REENABLE="2", **env)
+        third.wait_ready()
+        publish(stack, third_batch)
+        wait_for(lambda: len(rx.at("/gone")) == 2 and len(rx.answered_ok("/ok")) == 24, 60,
+                 what="the re-enabled endpoint called again")
+        assert third.terminate() == 0
+        assert "enabled again by NOTIFY_REENABLE" in third.output()
+        wait_for(lambda: stack.query("SELECT 1 FROM notifier_disabled_endpoints"), 30, what="the new 410 remembered")
+
+        # Deleting the row, as the log says, does the same.
+        stack.execute("DELETE FROM notifier_disabled_endpoints WHERE endpoint_id = %s", (endpoint_id,))
+        fourth = stack.start("notifier", **env)
+        fourth.wait_ready()
+        publish(stack, fourth_batch)
+        wait_for(lambda: len(rx.at("/gone")) == 3 and len(rx.answered_ok("/ok")) == 32, 60,
+                 what="the endpoint called again after its row was deleted")
+        assert fourth.terminate() == 0
+    reasons = [dict(m.headers())["error"].decode().split(":")[0] for m in stack.consume_all("dlq")]
+    assert reasons == ["endpoint_gone"] * 3
+
+
+def test_postgresql_away_at_start_is_waited_out_alive_and_sigterm_still_stops_it(stack: Stack) -> None:
+    with Receiver() as rx:
+        url = rx.script("/", always(200), SECRET)
+        notifier = stack.start("notifier", NOTIFY_ENDPOINTS=endpoints({"url": url, "secret": SECRET}),
+                               POSTGRES_DSN="host=127.0.0.1 port=1 dbname=x user=x", POSTGRES_CONNECT_TIMEOUT="1",
+                               **FAST)
+
+        def waiting() -> bool:
+            try:
+                code, body = http_get(notifier.port, "/readyz")
+            except OSError:
+                return False
+            return code == 503 and "postgres" in json_body(body)["reasons"]
+
+        wait_for(waiting, 30, what="/readyz naming PostgreSQL")
+        time.sleep(2)
+        assert notifier.alive() and http_get(notifier.port, "/healthz")[0] == 200
+        start = time.monotonic()
+        assert notifier.terminate() == 0
+        assert time.monotonic() - start < 5
+    assert "reading the disabled endpoints from PostgreSQL failed, retrying" in notifier.output()

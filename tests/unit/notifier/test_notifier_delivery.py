@@ -190,6 +190,47 @@ def test_410_disables_the_endpoint_and_dead_letters_the_alert() -> None:
                                          {"endpoint": f"http://127.0.0.1:{gone_rx.port}"}) == 1
 
 
+def test_410_is_handed_to_on_gone_and_logs_how_to_enable_the_endpoint_again(caplog: pytest.LogCaptureFixture) -> None:
+    gone_eps = []
+    with Receiver() as rx:
+        url = rx.script("/", always(410), SECRET) + "?token=XYZ"
+        d = dispatcher([{"url": url, "secret": SECRET}], on_gone=gone_eps.append)
+        try:
+            with caplog.at_level(logging.INFO, logger="stockpipe.notifier"):
+                [failure] = d.submit(alerts(2)).result(timeout=10)
+        finally:
+            d.close()
+    [ep] = gone_eps
+    assert ep.index == 1 and failure.reason == "endpoint_gone"
+    text = caplog.text
+    assert "answered 410 Gone: disabled, also after a restart" in text
+    assert f"endpoint_id '{ep.id}'" in text and "NOTIFY_REENABLE=1" in text
+    assert "XYZ" not in text and SECRET not in text
+    assert REGISTRY.get_sample_value("stockpipe_notifier_disabled_endpoints",
+                                     {"endpoint": f"http://127.0.0.1:{rx.port}"}) == 1
+
+
+def test_an_endpoint_disabled_before_the_start_gets_nothing_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    with Receiver() as off_rx, Receiver() as on_rx:
+        eps = parse_endpoints(json.dumps([{"url": off_rx.script("/", always(200), SECRET), "secret": SECRET},
+                                          {"url": on_rx.script("/", always(200), SECRET), "secret": SECRET}]))
+        d = Dispatcher(eps, policy=FAST, disabled={eps[0].id: "410 Gone on 2026-12-01T10:00:00+00:00"})
+        try:
+            with caplog.at_level(logging.WARNING, logger="stockpipe.notifier"):
+                assert d.submit(alerts(3)).result(timeout=10) == []
+                assert d.submit(alerts(2, "MSFT")).result(timeout=10) == []
+        finally:
+            d.close()
+        assert off_rx.at("/") == [] and len(on_rx.answered_ok("/")) == 5
+        assert outcome(off_rx, "disabled") == 5 and outcome(on_rx, "delivered") == 5
+        skipped = [r.getMessage() for r in caplog.records if "is disabled" in r.getMessage()]
+        # The first skip is logged (then one line per 10 minutes at most, with the count).
+        assert len(skipped) == 1 and "410 Gone on 2026-12-01" in skipped[0] and "NOTIFY_REENABLE=1" in skipped[0]
+        gauge = "stockpipe_notifier_disabled_endpoints"
+        assert REGISTRY.get_sample_value(gauge, {"endpoint": f"http://127.0.0.1:{off_rx.port}"}) == 1
+        assert REGISTRY.get_sample_value(gauge, {"endpoint": f"http://127.0.0.1:{on_rx.port}"}) == 0
+
+
 @pytest.mark.parametrize("status", [301, 302, 307, 308])
 def test_redirects_are_not_followed(status: int) -> None:
     with Receiver() as rx:

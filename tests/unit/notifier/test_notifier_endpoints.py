@@ -101,6 +101,9 @@ def test_the_settings_never_show_the_endpoints() -> None:
     ({"DASHBOARD_URL": "dash.example"}, "DASHBOARD_URL"),
     ({"NOTIFY_MAX_ATTEMPTS": "0"}, "NOTIFY_MAX_ATTEMPTS"),
     ({"ALERT_MAX_AGE": "-1"}, "ALERT_MAX_AGE"),
+    ({"NOTIFY_REENABLE": "first"}, "NOTIFY_REENABLE"),
+    ({"NOTIFY_ENDPOINTS": '[{"url": "http://127.0.0.1:9/", "format": "slack"}]', "NOTIFY_REENABLE": "1,2"},
+     "NOTIFY_REENABLE"),
 ])
 def test_a_bad_setting_exits_2_with_one_line(env: dict[str, str], variable: str) -> None:
     """Through the real entry point: exit code 2, one line on stderr, nothing else started."""
@@ -123,3 +126,23 @@ def test_filters(filters: dict, matching: set[str]) -> None:
     [ep] = parse_endpoints(json.dumps([{"url": "https://a.example", "format": "slack", **filters}]))
     alerts = [alert("AAPL", "rsi_overbought", "1m"), alert("MSFT", "price_change", "1d")]
     assert {f"{a.symbol}/{a.rule}/{a.interval}" for a in alerts if ep.matches(a)} == matching
+
+
+def test_an_endpoint_is_identified_by_a_hash_of_its_url_only() -> None:
+    a, b, c = parse_endpoints(json.dumps([
+        {"url": TOKEN_URL, "format": "slack"},
+        {"url": "https://hooks.example.com/in", "secret": SECRET, "symbols": ["AAPL"]},
+        {"url": "https://hooks.example.com/in", "secret": "whsec_" + "A" * 32},  # same URL, other secret
+    ]))
+    assert b.id == c.id != a.id  # position, format, filters and secret do not change the identity
+    assert len(a.id) == 64 and int(a.id, 16) >= 0
+    assert "secrettoken" not in a.id and "hooks" not in a.id
+    assert parse_endpoints(json.dumps([{"url": TOKEN_URL + "2", "format": "slack"}]))[0].id != a.id
+
+
+@pytest.mark.parametrize(("value", "numbers"), [("", []), ("all", [1, 2, 3]), ("2", [2]), ("3,1", [1, 3])])
+def test_notify_reenable_names_endpoints_by_number(value: str, numbers: list[int]) -> None:
+    settings = load(NotifierSettings, {"NOTIFY_ENDPOINTS": json.dumps([{"url": f"http://h{i}.example/", "format": "slack"}
+                                                                       for i in range(3)]),
+                                       "NOTIFY_REENABLE": value})
+    assert [ep.index for ep in settings.reenabled(settings.endpoints())] == numbers

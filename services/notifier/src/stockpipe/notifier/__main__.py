@@ -5,14 +5,16 @@ from __future__ import annotations
 import logging
 
 from stockpipe.common.consume import ConsumeLoop
+from stockpipe.common.db import Database
 from stockpipe.common.kafka import Publisher, kafka_check
-from stockpipe.common.lifecycle import run_main
+from stockpipe.common.lifecycle import retry, run_main
 from stockpipe.common.progress import Progress
 from stockpipe.common.runtime import Runtime
 from stockpipe.common.settings import load
 from stockpipe.notifier.app import NotifierHandler, stall_timeout
 from stockpipe.notifier.delivery import Dispatcher
 from stockpipe.notifier.settings import NotifierSettings
+from stockpipe.notifier.store import DisabledEndpoints, GoneRecorder, prepare
 
 logger = logging.getLogger("stockpipe.notifier")
 
@@ -23,6 +25,7 @@ _MAX_INFLIGHT = 8
 def main() -> int:
     settings = load(NotifierSettings)
     endpoints = settings.endpoints()  # a bad NOTIFY_ENDPOINTS stops start-up here (exit 2)
+    reenable = settings.reenabled(endpoints)  # a number beyond the endpoints stops start-up here (exit 2)
     policy = settings.retry_policy()
     with Runtime(settings) as rt:
         rt.health.add_check("kafka", kafka_check(settings))
@@ -34,6 +37,14 @@ def main() -> int:
                 rt.health.beat()
                 rt.shutdown.wait(1.0)
             return 0
+        # Endpoints that answered 410 Gone stay disabled across restarts (store.py): read them
+        # before consuming, waiting out a PostgreSQL outage.
+        db = Database(settings, max_connections=1)
+        rt.health.add_check("postgres", db.check)
+        store = DisabledEndpoints(db)
+        disabled = retry(lambda: prepare(store, endpoints, reenable), shutdown=rt.shutdown, health=rt.health,
+                         what="reading the disabled endpoints from PostgreSQL")
+        recorder = GoneRecorder(store)
         for ep in endpoints:
             filters = ", ".join(f"{k} {','.join(sorted(v))}" for k in ("symbols", "rules", "intervals")
                                 if (v := getattr(ep, k)) is not None)
@@ -43,7 +54,7 @@ def main() -> int:
         publisher = Publisher(settings, **{"message.timeout.ms": 0})
         progress = Progress("consumed", settings.progress_interval)
         dispatcher = Dispatcher(endpoints, policy=policy, dashboard_url=settings.dashboard_url,
-                                stopping=rt.shutdown.event)
+                                stopping=rt.shutdown.event, disabled=disabled, on_gone=recorder.record)
         handler = NotifierHandler(settings.topic("alerts"), dispatcher)
         loop = ConsumeLoop(settings, settings.notifier_group_id, [handler.alerts], handler,
                            publisher=publisher, health=rt.health, shutdown=rt.shutdown,
@@ -57,7 +68,9 @@ def main() -> int:
             loop.run()
         finally:
             loop.close()
+            recorder.close(timeout=max(0.5, min(2.0, rt.shutdown.remaining())))
             publisher.close(timeout=max(0.5, min(5.0, rt.shutdown.remaining())))
+            db.close()
     return 0
 
 

@@ -8,7 +8,8 @@ then, so a crash re-delivers (same ``webhook-id``) and loses nothing.
 
 Per endpoint and alert (:meth:`_EndpointWorker.deliver`):
 
-1. skipped if the endpoint was disabled by a 410, if this process delivered the same alert id
+1. skipped if the endpoint is disabled by a 410 (now, or remembered from before a restart:
+   :mod:`stockpipe.notifier.store`), if this process delivered the same alert id
    to it lately (analytics re-emits alerts after a crash), or if the alert is already older
    than ``max_age`` (its bar closed that long ago: a backfill or a long outage);
 2. POSTed with a timeout, redirects not followed. 2xx: delivered. 410: the endpoint is
@@ -37,20 +38,21 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 
 import httpx
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from stockpipe.common.errors import TransientError
 from stockpipe.common.lifecycle import Backoff
 from stockpipe.common.messages import Alert, interval_length
 from stockpipe.notifier.endpoints import Endpoint
+from stockpipe.notifier.store import how_to_enable
 from stockpipe.notifier.webhooks import USER_AGENT, json_body, json_headers, slack_body
 
 __all__ = [
@@ -67,6 +69,7 @@ __all__ = [
     "DELIVERIES",
     "RETRIES",
     "ENDPOINTS_DISABLED",
+    "DISABLED_ENDPOINTS",
 ]
 
 logger = logging.getLogger(__name__)
@@ -79,6 +82,11 @@ DELIVERIES = Counter("stockpipe_notifier_deliveries", "Alerts finished per endpo
 RETRIES = Counter("stockpipe_notifier_retries", "Delivery attempts retried, per endpoint", ["endpoint"])
 ENDPOINTS_DISABLED = Counter("stockpipe_notifier_endpoints_disabled",
                              "Endpoints disabled because they answered 410 Gone", ["endpoint"])
+DISABLED_ENDPOINTS = Gauge("stockpipe_notifier_disabled_endpoints",
+                           "Configured endpoints that are disabled (a 410 Gone now or remembered from before a "
+                           "restart): alerts to them are skipped", ["endpoint"])
+# A disabled endpoint's skipped alerts are logged at most this often (seconds), with a count.
+_SKIP_LOG_EVERY = 600.0
 # From receiving an alert to its endpoint's 2xx, retries included: 10 ms to 10 minutes.
 DELIVERY_SECONDS = Histogram("stockpipe_notifier_delivery_seconds",
                              "Seconds from consuming an alert to its delivery, per endpoint", ["endpoint"],
@@ -245,7 +253,13 @@ class _EndpointWorker:
         self.endpoint = endpoint
         self.name = endpoint.name
         self.d = dispatcher
-        self.disabled = False
+        # Why it is disabled ("410 Gone on ..."), from before a restart; "" = enabled.
+        self.disabled_note = dispatcher.disabled.get(endpoint.id, "")
+        self.disabled = bool(self.disabled_note)
+        self._skipped = 0  # alerts not sent because the endpoint is disabled
+        self._skip_logged: float | None = None
+        self._disabled_gauge = DISABLED_ENDPOINTS.labels(endpoint.name)
+        self._disabled_gauge.inc(1 if self.disabled else 0)  # 0: the series exists from the start
         self.failing = False  # the circuit breaker: an alert used up its attempts, none got through since
         # Ids delivered lately, oldest first: an alert that comes again (analytics re-emits after
         # a crash) is not sent twice by this process. Slack cannot de-duplicate on webhook-id.
@@ -286,6 +300,7 @@ class _EndpointWorker:
         """Deliver one alert to this endpoint or give up on it: (outcome, what to dead-letter)."""
         alert, ep, d, policy = job.alert, self.endpoint, self.d, self.d.policy
         if self.disabled:
+            self._skip(alert)
             return "disabled", None
         if alert.id in self._recent:
             return "duplicate", None
@@ -328,9 +343,13 @@ class _EndpointWorker:
                 return "delivered", None
             if verdict is Verdict.GONE:
                 self.disabled = True
+                self.disabled_note = f"410 Gone on {_now_iso(d.clock())}"
                 ENDPOINTS_DISABLED.labels(self.name).inc()
-                logger.error("endpoint #%d %s answered 410 Gone: disabled until the notifier restarts "
-                             "(remove it from NOTIFY_ENDPOINTS)", ep.index, self.name)
+                self._disabled_gauge.inc()
+                if d.on_gone is not None:
+                    d.on_gone(ep)
+                logger.error("endpoint #%d %s answered 410 Gone: disabled, also after a restart (remembered in "
+                             "PostgreSQL); %s", ep.index, self.name, how_to_enable(ep))
                 return give_up("gone", "endpoint_gone", "answered 410 Gone; endpoint disabled")
             if verdict is Verdict.REJECTED:
                 return give_up("rejected", "delivery_rejected", f"answered {last}")
@@ -355,6 +374,21 @@ class _EndpointWorker:
         return give_up("failed", "delivery_failed", f"{last} after {attempts} attempt{'s' if attempts > 1 else ''}")
 
 
+    def _skip(self, alert: Alert) -> None:
+        """Count an alert not sent to this disabled endpoint; log the first, then every 10 minutes."""
+        self._skipped += 1
+        now = time.monotonic()
+        if self._skip_logged is None or now - self._skip_logged >= _SKIP_LOG_EVERY:
+            self._skip_logged = now
+            ep = self.endpoint
+            logger.warning("endpoint #%d %s is disabled (%s): alert %s not sent (%d skipped since start); %s",
+                           ep.index, self.name, self.disabled_note, alert.id, self._skipped, how_to_enable(ep))
+
+
+def _now_iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
+
+
 def _describe(exc: httpx.HTTPError, url: str, name: str) -> str:
     """The exception's name and first line, the URL (it may hold a token) replaced by its host."""
     text = str(exc).replace(url, name).splitlines()[0][:200] if str(exc) else ""
@@ -373,8 +407,14 @@ class Dispatcher:
         stopping: threading.Event | None = None,
         sender_factory: Callable[[float], Sender] = HttpSender,
         clock: Callable[[], float] = time.time,
+        disabled: Mapping[str, str] | None = None,
+        on_gone: Callable[[Endpoint], None] | None = None,
     ) -> None:
+        """``disabled``: endpoint id -> why, for endpoints disabled before this start;
+        ``on_gone(endpoint)`` is called (on its worker thread) when an endpoint answers 410."""
         self.policy = policy
+        self.disabled = dict(disabled or {})
+        self.on_gone = on_gone
         self.dashboard_url = dashboard_url
         self.sender_factory = sender_factory
         self.clock = clock

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 from dataclasses import dataclass
 from typing import Literal
@@ -76,6 +77,15 @@ class Endpoint:
             host = f"[{host}]"
         port = f":{parts.port}" if parts.port and parts.port != {"http": 80, "https": 443}[parts.scheme] else ""
         return f"{parts.scheme}://{host}{port}"
+
+    @property
+    def id(self) -> str:
+        """A stable identity: the SHA-256 (hex) of the URL, never the URL (it may hold a token).
+
+        The same URL is the same endpoint whatever its position, format or secret; a new URL is
+        a new endpoint (which is how a user hands out a fresh one after a 410 Gone).
+        """
+        return hashlib.sha256(self.url.get().encode()).hexdigest()
 
     def __repr__(self) -> str:
         return f"Endpoint(#{self.index} {self.name} {self.format})"

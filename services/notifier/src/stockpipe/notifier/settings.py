@@ -30,6 +30,9 @@ class NotifierSettings(CommonSettings):
     notify_timeout: float = setting(10.0, gt=0, le=300, help="seconds per HTTP call (connect, each read and write)")
     notifier_batch_size: int = setting(100, ge=1, le=10_000, help="max alerts per batch")
     notifier_batch_timeout: float = setting(0.1, gt=0, le=10, help="seconds to wait for a batch to fill")
+    notify_reenable: str = setting("", pattern=r"(all|[1-9][0-9]*(,[1-9][0-9]*)*)?",
+                                   help="endpoints to send to again although they answered 410 Gone before: their "
+                                   "numbers in NOTIFY_ENDPOINTS (1,3) or all; read at start, then remove it")
 
     def __post_init__(self) -> None:
         if self.dashboard_url and urlsplit(self.dashboard_url).scheme not in ("http", "https"):
@@ -41,6 +44,20 @@ class NotifierSettings(CommonSettings):
             return parse_endpoints(self.notify_endpoints.get())
         except ValueError as exc:
             raise SettingsError("NOTIFY_ENDPOINTS", "***", f"a JSON list of endpoints ({exc})") from None
+
+    def reenabled(self, endpoints: list[Endpoint]) -> list[Endpoint]:
+        """The endpoints ``NOTIFY_REENABLE`` names; raises :class:`SettingsError` for a number beyond them."""
+        value = self.notify_reenable.strip()
+        if not value:
+            return []
+        if value == "all":
+            return list(endpoints)
+        numbers = {int(n) for n in value.split(",")}
+        if max(numbers) > len(endpoints):
+            raise SettingsError("NOTIFY_REENABLE", self.notify_reenable,
+                                f"'all' or endpoint numbers from 1 to {len(endpoints)} (NOTIFY_ENDPOINTS has "
+                                f"{len(endpoints)})")
+        return [ep for ep in endpoints if ep.index in numbers]
 
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(max_attempts=self.notify_max_attempts, initial=self.notify_retry_initial,

@@ -11,12 +11,17 @@ Asset classes (:func:`asset_class`, from the symbol as Yahoo spells it):
 
 | class | symbols | bars (intraday intervals) | annual volatility | prices | volume |
 |---|---|---|---|---|---|
-| equity | AAPL, BRK-B, ^GSPC, ... | Mon-Fri 09:30-16:00 New York time (no holidays) | 15-60 % | 20-500, cents | shares |
+| equity | AAPL, BRK-B, ... | Mon-Fri 09:30-16:00 New York time, not on NYSE holidays | 15-60 % | 20-500, cents | shares |
 | crypto | BTC-USD, ETH-USD, ... (base-QUOTE with a fiat/stable quote) | around the clock, 7 days | 50-100 % | by coin, 6 significant digits | quote currency |
 | fx | EURUSD=X, USDJPY=X, ... | Sunday 17:00 to Friday 17:00 New York time | 5-12 % | near 1 (JPY: ~150), 6 significant digits | 0, as Yahoo reports |
 | load | SYN0001... (SYNTHETIC_SYMBOLS) | around the clock | 15-60 % | 20-500, cents | shares |
 
-Daily and longer bars: equities and FX on weekdays, crypto and load every day. Volatility
+Equities skip the NYSE full-day holidays (:mod:`.holidays`: New Year's, MLK, Presidents',
+Good Friday, Memorial, Juneteenth, Independence, Labor, Thanksgiving, Christmas, computed by
+rule with the weekend observance); early closes at 13:00 are not modelled. FX has no
+exchange and no holiday calendar: it skips weekends only, and trades (thinly, as Yahoo still
+publishes EURUSD=X bars then) on December 25 and January 1 that fall on a weekday. Daily and
+longer bars: equities on weekdays but NYSE holidays, FX on weekdays, crypto and load every day. Volatility
 is converted per step with the class's own trading minutes per year (252 x 390 for
 equities, 365 x 1440 for crypto, 260 x 1440 for FX). The auto source's fallback symbols
 (``AAPL.SYN``) take the class of the ticker they stand for.
@@ -41,6 +46,7 @@ from datetime import time as clock_time
 from zoneinfo import ZoneInfo
 
 from stockpipe.common.messages import Bar, interval_length
+from stockpipe.producer.sources.holidays import is_nyse_holiday
 
 __all__ = ["AssetClass", "ASSET_CLASSES", "SyntheticSource", "asset_class", "synthetic_symbols", "FALLBACK_SUFFIX"]
 
@@ -69,11 +75,12 @@ class AssetClass:
         """Whether a bar of length ``step`` starting at ``ts`` (UTC) lies in a session."""
         if self.name in ("crypto", "load"):
             return True
+        if step >= timedelta(days=1):  # a daily bar's ts is midnight UTC of its trading date
+            return ts.weekday() < 5 and not (self.name == "equity" and is_nyse_holiday(ts.date()))
         local = ts.astimezone(_NEW_YORK)
-        if step >= timedelta(days=1):
-            return ts.weekday() < 5
         if self.name == "equity":
-            return local.weekday() < 5 and _OPEN <= local.time() < _CLOSE
+            return (local.weekday() < 5 and _OPEN <= local.time() < _CLOSE
+                    and not is_nyse_holiday(local.date()))
         # fx: Sunday 17:00 .. Friday 17:00 New York
         day, t = local.weekday(), local.time()
         return (day == 6 and t >= _FX_ROLL) or day < 4 or (day == 4 and t < _FX_ROLL)
