@@ -102,3 +102,13 @@ def test_readiness_checks_added_while_probes_run() -> None:
             t.join(5)
     assert errors == []
     assert health.failures() == {}
+
+
+def test_a_multi_line_message_is_one_text_line(capsys: pytest.CaptureFixture[str]) -> None:
+    configure("info", "text", "test")
+    logging.getLogger("stockpipe.test").warning(
+        "reading failed, retrying: %s", 'connection to server at "127.0.0.1", port 5 failed: refused\n'
+        "\tIs the server running on that host?\n")
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1, out
+    assert "failed: refused | Is the server running on that host?" in out

@@ -38,7 +38,16 @@ def _extras(record: logging.LogRecord) -> dict[str, object]:
     return {k: v for k, v in record.__dict__.items() if k not in _STANDARD and not k.startswith("_")}
 
 
+_LINE_BREAKS = re.compile(r"\s*[\r\n]+\s*")
+
+
 class _TextFormatter(logging.Formatter):
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's naming
+        # One line per event: a multi-line message (psycopg's "connection refused\n\tIs the
+        # server running...") is joined with " | ". Tracebacks of bugs still follow in full.
+        record.message = _LINE_BREAKS.sub(" | ", record.message.strip())
+        return super().formatMessage(record)
+
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
         extras = _extras(record)
