@@ -106,6 +106,11 @@ class Receiver:
             def do_POST(self) -> None:  # noqa: N802
                 length = int(self.headers.get("content-length", 0))
                 body = self.rfile.read(length)
+                if len(body) < length:
+                    # The client went away mid-request (a SIGKILLed notifier): no request was
+                    # made, as for any HTTP server; recording it would fail its signature check.
+                    self.close_connection = True
+                    return
                 reply = receiver._record(self.path, dict(self.headers.items()), body)
                 if reply.delay:
                     time.sleep(reply.delay)
