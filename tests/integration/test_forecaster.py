@@ -200,7 +200,13 @@ def test_a_restart_loads_its_models_and_does_not_retrain(stack: Stack) -> None:
     assert second.terminate() == 0
 
 
-def test_sigterm_with_fits_in_flight_exits_0_within_shutdown_timeout(stack: Stack) -> None:
+@pytest.mark.parametrize("to", ["process", "group"])
+def test_sigterm_with_fits_in_flight_exits_0_within_shutdown_timeout(stack: Stack, to: str) -> None:
+    """SIGTERM to the process (Kubernetes, docker stop) or to its whole process group (make
+    run's Ctrl-C): exit 0 in time, no traceback, no fit worker left running."""
+    import os
+    import signal
+    import subprocess
     import time
 
     stack.start("analytics")
@@ -211,6 +217,18 @@ def test_sigterm_with_fits_in_flight_exits_0_within_shutdown_timeout(stack: Stac
     publish(stack, 3000, 10, rate=0)
     wait_for(lambda: metrics_of(forecaster.port).get(("stockpipe_forecaster_fits_pending", ()), 0) > 0, 120,
              interval=0.2, what="fits in flight")
+    def descendants(pid: int) -> set[int]:
+        children = {int(c) for c in subprocess.run(["pgrep", "-P", str(pid)], capture_output=True,
+                                                   text=True).stdout.split()}
+        return children.union(*(descendants(c) for c in children))
+
+    workers = descendants(forecaster.proc.pid)  # the forkserver, its fit workers, the resource tracker
+    assert workers
     start = time.monotonic()
+    if to == "group":
+        os.killpg(forecaster.proc.pid, signal.SIGTERM)
     assert forecaster.terminate(timeout=20) == 0
     assert time.monotonic() - start < 10.5
+    assert "Traceback" not in forecaster.output()
+    wait_for(lambda: not any(os.path.exists(f"/proc/{pid}") for pid in workers), 10,
+             what="the forecaster's fit workers gone")

@@ -59,6 +59,15 @@ def cpu_budget(root: Path = Path("/sys/fs/cgroup")) -> int:
 
 
 def _init_worker() -> None:
+    # A process group of its own: `make run` stops a service by signalling its whole group
+    # (and a terminal's Ctrl-C reaches the foreground group). A worker killed that way before
+    # the service terminated its pool made the pool restart it through the forkserver, which
+    # had died of the same signal: a traceback on every Ctrl-C. The service ends its workers
+    # itself (FitPool.terminate); a worker whose service died exits when the pool's pipe closes.
+    try:
+        os.setpgid(0, 0)
+    except OSError:  # pragma: no cover - already a group leader
+        pass
     pin_blas_threads()  # before numpy loads in this process
     try:
         from threadpoolctl import threadpool_limits
