@@ -101,7 +101,8 @@ def symbol_figure(chart: Chart, theme: str = "light", overlays: Sequence[str] = 
     t = THEMES.get(theme, THEMES["light"])
     on = set(overlays)
     b, ind = chart.bars, chart.indicators
-    bx, ix = _iso(b["ts"]), _iso(ind["ts"])
+    bx = _iso(b["ts"])
+    ix = bx if ind["ts"] is b["ts"] else _iso(ind["ts"])  # downsampled: one list of bucket starts
 
     def shown(overlay: str) -> bool | str:
         return True if overlay in on else "legendonly"

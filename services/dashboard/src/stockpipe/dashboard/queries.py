@@ -416,16 +416,18 @@ class Reader:
         if width:
             rows = self._all("chart_bucketed", {"symbol": symbol, "interval": interval, "start": start,
                                                 "end": end, "width": width, "limit": max_points + 1})
-            bars = [r[:6] for r in rows]
-            ind = [(r[0], *r[6:]) for r in rows]
+            # One row per bucket: bar columns, then indicator columns. Both share one ts list
+            # (figures converts it once).
+            cols = _columns(rows, (*BAR_COLUMNS, *INDICATOR_COLUMNS[1:]))
+            bars = {c: cols[c] for c in BAR_COLUMNS}
+            ind = {"ts": cols["ts"], **{c: cols[c] for c in INDICATOR_COLUMNS[1:]}}
         else:
-            bars = [r[:6] for r in self.bars(symbol, interval, start, end, limit=max_points + 1)]
-            ind = self.indicators(symbol, interval, start, end, limit=max_points + 1)
+            bars = _columns(self.bars(symbol, interval, start, end, limit=max_points + 1), BAR_COLUMNS)
+            ind = _columns(self.indicators(symbol, interval, start, end, limit=max_points + 1), INDICATOR_COLUMNS)
         alerts = self.series_alerts(symbol, interval, start, end)
         forecasts = self.latest_forecasts(symbol, interval)
         models = self.models(symbol, limit=20)
-        return Chart(symbol, interval, window, start, end, source, width, _columns(bars, BAR_COLUMNS),
-                     _columns(ind, INDICATOR_COLUMNS), alerts, forecasts, models)
+        return Chart(symbol, interval, window, start, end, source, width, bars, ind, alerts, forecasts, models)
 
 
 def bucket_width(span_seconds: float, step_seconds: float, max_points: int) -> int:
