@@ -347,7 +347,9 @@ def test_alerts_feed_filters_by_rule_and_pages(pipeline, browser) -> None:
 def test_pipeline_health_shows_each_service(pipeline, browser) -> None:
     stack = pipeline[0]
     # Bars flowing while the page watches (another symbol, so the other tests' data stays put).
-    producer = stack.start("producer", PRODUCER_SOURCE="synthetic", TICKERS="HLTH", SYNTHETIC_HISTORY="0",
+    # A round-the-clock symbol: an equity ticker has no bars in the two days before a
+    # Sunday evening (the market was closed), and the rates stayed at zero.
+    producer = stack.start("producer", PRODUCER_SOURCE="synthetic", TICKERS="SYN9001", SYNTHETIC_HISTORY="0",
                            SYNTHETIC_START=(datetime.now(UTC) - timedelta(days=2)).strftime("%Y-%m-%dT%H:%M:00Z"),
                            SYNTHETIC_RATE="40", COMPANIES="false")
     try:
