@@ -175,6 +175,7 @@ def main() -> int:
             for w in WINDOWS:
                 timed_callback(port, s, w)
 
+        load_at_start = [round(x, 2) for x in os.getloadavg()]  # the machine is shared: say how busy
         callback, api_page, api_points = {}, {}, {}
         last = START + timedelta(minutes=args.bars - 1)
         spans = {"1h": 3600, "1d": 86400, "5d": 5 * 86400, "1mo": 30 * 86400, "all": None}
@@ -214,6 +215,7 @@ def main() -> int:
             "command": "python bench/dashboard.py" + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else ""),
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                        "loadavg_at_start": load_at_start,
                         "loadavg_at_end": [round(x, 2) for x in os.getloadavg()]},
             "data": {"symbols": args.symbols, "bars_per_symbol": args.bars, "rows": counts,
                      "load_seconds": load_s},

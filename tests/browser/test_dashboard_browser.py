@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from datetime import UTC, datetime, timedelta
@@ -30,6 +31,11 @@ ARTIFACTS = Path(os.environ.get("BROWSER_ARTIFACTS", REPO / ".local" / "test" / 
 SYMBOLS = 4  # SYN0001..SYN0004
 HISTORY = 1_500  # 1m bars per symbol, ending now
 DAILY = 300  # 1d bars of SYN0001: a second interval for the selector
+# Round-the-clock crypto and a 24/5 FX pair that reports volume 0 (issue 15), from the
+# synthetic source's own asset classes; their symbols need escaping in URLs ('-', '=').
+OTHER = ("BTC-USD", "EURUSD=X")
+OTHER_HISTORY = 600
+SERIES = SYMBOLS + 1 + len(OTHER)  # rows of the overview
 
 
 def _need_chromium() -> None:
@@ -67,7 +73,10 @@ def pipeline(infra_env, tmp_path_factory) -> tuple[Stack, ServiceProcess, dict]:
         from stockpipe.common.messages import Codec
 
         stack.produce("raw", (Codec(Bar).encode(b) for b in daily), key=b"SYN0001")
-        total = SYMBOLS * HISTORY + DAILY
+        stack.run_module("stockpipe.producer", PRODUCER_SOURCE="synthetic", SYNTHETIC_RATE="0", TICKERS=",".join(OTHER),
+                         SYNTHETIC_HISTORY=str(OTHER_HISTORY), MAX_MESSAGES=str(len(OTHER) * OTHER_HISTORY),
+                         COMPANIES="false")
+        total = SYMBOLS * HISTORY + DAILY + len(OTHER) * OTHER_HISTORY
         wait_for(lambda: stack.scalar("SELECT count(*) FROM indicators") >= total, 180, interval=1, what="indicator rows")
         assert stack.scalar("SELECT count(*) FROM alerts") > 0, "the walk should raise alerts"
 
@@ -160,13 +169,13 @@ def figure_summary(driver) -> dict | None:
 def test_overview_lists_every_series_with_the_simulated_badge(pipeline, browser) -> None:
     browser.get(url(pipeline, "/"))
     rows = js_wait(browser, "var r = document.querySelectorAll('tr.series-row'); "
-                   f"return r.length >= {SYMBOLS + 1} ? r.length : 0;", 20, "overview rows")
-    assert rows == SYMBOLS + 1  # four 1m series and SYN0001's 1d
+                   f"return r.length >= {SERIES} ? r.length : 0;", 20, "overview rows")
+    assert rows == SERIES  # four 1m series, SYN0001's 1d, BTC-USD and EURUSD=X
     text = browser.find_element("id", "overview-table").text
     for i in range(1, SYMBOLS + 1):
         assert f"SYN{i:04d}" in text
-    assert text.count("SIMULATED") == SYMBOLS + 1
-    assert browser.execute_script("return document.querySelectorAll('tr.series-row img').length") == SYMBOLS + 1
+    assert text.count("SIMULATED") == SERIES
+    assert browser.execute_script("return document.querySelectorAll('tr.series-row img').length") == SERIES
     time.sleep(0.3)
     shot(browser, "overview")
     assert console_errors(browser) == []
@@ -266,6 +275,50 @@ def test_a_bar_published_now_is_on_screen_within_2_s_without_reload(pipeline, br
     assert console_errors(browser) == []
 
 
+def test_crypto_and_fx_show_in_the_overview_and_symbol_view(pipeline, browser) -> None:
+    """BTC-USD trades round the clock, EURUSD=X 24/5 with volume 0: both show without errors,
+    with a finite change, FX prices with their decimals, and working URLs despite '-' and '='."""
+    stack = pipeline[0]
+    browser.get(url(pipeline, "/"))
+    js_wait(browser, f"return document.querySelectorAll('tr.series-row').length === {SERIES}", 20, "overview rows")
+    cells = browser.execute_script("""var out = {};
+        document.querySelectorAll('tr.series-row').forEach(function (r) {
+            out[r.dataset.symbol] = Array.from(r.children).map(function (c) { return c.textContent; }); });
+        return out;""")
+    for symbol in OTHER:
+        last, change = cells[symbol][1], cells[symbol][2]
+        assert re.fullmatch(r"[+-]\d+\.\d\d %", change), (symbol, change)  # no NaN, no inf, no "–"
+        close = stack.scalar("SELECT close FROM price_bars WHERE symbol = %s ORDER BY ts DESC LIMIT 1", (symbol,))
+        assert float(last.replace(",", "")) == pytest.approx(close, rel=1e-4), (symbol, last, close)
+    assert re.fullmatch(r"\d\.\d{4,6}", cells["EURUSD=X"][1]), cells["EURUSD=X"]  # a rate near 1: not "0.85"
+    assert stack.scalar("SELECT max(volume) FROM price_bars WHERE symbol = 'EURUSD=X'") == 0
+
+    # EURUSD=X from its overview link: '=' is escaped in the URL and the view finds the series.
+    link = browser.execute_script("""return Array.from(document.querySelectorAll('a.symbol-link'))
+        .find(function (a) { return a.textContent === 'EURUSD=X'; });""")
+    link.click()
+    wait_for(lambda: "/symbol/EURUSD%3DX" in browser.current_url, 10, what="navigation to EURUSD=X")
+    fig = wait_for(lambda: figure_summary(browser), 20, what="the EURUSD=X figure")
+    assert fig["candles"] == OTHER_HISTORY and fig["rsi"] > 0  # Friday's session, all in its last day
+    volume = browser.execute_script(FIG + "return {y: g.data[9].y, axis: g.layout.yaxis2};")
+    assert set(volume["y"]) == {0} and volume["axis"]["title"]["text"] == "no volume"
+    assert volume["axis"]["range"] == [0, 1]
+    browser.execute_script("""Array.from(document.querySelectorAll('#symbol-window label'))
+        .find(function (l) { return l.textContent.trim() === '1h'; }).click();""")
+    wait_for(lambda: (f := figure_summary(browser)) and f["candles"] == 61, 10, what="EURUSD=X's last hour")
+    assert console_errors(browser) == []
+
+    # BTC-USD by its URL (unescaped '-', as a user would type it), bars up to now, with volume.
+    browser.get(url(pipeline, "/symbol/BTC-USD?interval=1m&window=all"))
+    fig = wait_for(lambda: figure_summary(browser), 20, what="the BTC-USD figure")
+    assert fig["candles"] == OTHER_HISTORY
+    volume = browser.execute_script(FIG + "return {y: g.data[9].y, axis: g.layout.yaxis2};")
+    assert min(volume["y"]) >= 0 and max(volume["y"]) > 0 and volume["axis"]["title"]["text"] == "volume"
+    assert "BTC-USD" in browser.find_element("id", "symbol-header").text
+    shot(browser, "symbol-crypto")
+    assert console_errors(browser) == []
+
+
 def test_alerts_feed_filters_by_rule_and_pages(pipeline, browser) -> None:
     stack = pipeline[0]
     rule = stack.scalar("SELECT rule FROM alerts GROUP BY rule ORDER BY count(*) DESC LIMIT 1")
@@ -294,7 +347,9 @@ def test_alerts_feed_filters_by_rule_and_pages(pipeline, browser) -> None:
 def test_pipeline_health_shows_each_service(pipeline, browser) -> None:
     stack = pipeline[0]
     # Bars flowing while the page watches (another symbol, so the other tests' data stays put).
-    producer = stack.start("producer", PRODUCER_SOURCE="synthetic", TICKERS="HLTH", SYNTHETIC_HISTORY="0",
+    # A round-the-clock symbol: an equity ticker has no bars in the two days before a
+    # Sunday evening (the market was closed), and the rates stayed at zero.
+    producer = stack.start("producer", PRODUCER_SOURCE="synthetic", TICKERS="SYN9001", SYNTHETIC_HISTORY="0",
                            SYNTHETIC_START=(datetime.now(UTC) - timedelta(days=2)).strftime("%Y-%m-%dT%H:%M:00Z"),
                            SYNTHETIC_RATE="40", COMPANIES="false")
     try:

@@ -125,6 +125,7 @@ def example_params(name: str) -> dict:
         "bounds": series,
         "bars": {**window, "after": T0 + timedelta(hours=3), "limit": 1001},
         "bars_bucketed": {**window, "width": 600, "limit": 2001},
+        "chart_bucketed": {**window, "width": 600, "limit": 2001},
         "indicators": {**window, "after": START, "limit": 1001},
         "indicators_bucketed": {**window, "width": 600, "limit": 2001},
         "series_alerts": {**window, "limit": 500},
@@ -216,6 +217,35 @@ def test_chart_downsamples_every_window_to_at_most_max_points(filled: Stack) -> 
         assert max(chart.bars["high"]) == pytest.approx(raw_high)
     assert reader.chart("SYN0002", "1m", "1h", 500).bars["ts"][-1] == START + timedelta(minutes=BARS - 1)
     assert reader.chart("NOPE", "1m", "1d", 500).empty
+
+
+# The plain definition of a bucket's candle and indicator values (what chart_bucketed must
+# equal): first open, max high, min low, last close, summed volume; indicators of its last row.
+_REFERENCE = """
+SELECT date_bin(%(width)s * interval '1 second', p.ts, '2000-01-01') AS bucket,
+       (array_agg(p.open ORDER BY p.ts))[1], max(p.high), min(p.low), (array_agg(p.close ORDER BY p.ts DESC))[1],
+       sum(p.volume), (array_agg(i.rsi ORDER BY p.ts DESC))[1], (array_agg(i.macd ORDER BY p.ts DESC))[1]
+FROM price_bars p JOIN indicators i USING (symbol, "interval", ts)
+WHERE p.symbol = %(symbol)s AND p."interval" = '1m' AND p.ts BETWEEN %(start)s AND %(end)s
+GROUP BY 1 ORDER BY 1"""
+
+
+def test_downsampled_candles_are_honest_ohlc_of_their_bars(filled: Stack) -> None:
+    from stockpipe.common.db import Database
+
+    reader = Reader(Database(DashboardSettings(postgres_dsn=_secret(filled.dsn))))
+    chart = reader.chart("SYN0004", "1m", "all", 300)
+    assert chart.bucket_seconds > 60
+    want = filled.query(_REFERENCE, {"width": chart.bucket_seconds, "symbol": "SYN0004", "start": chart.start,
+                                     "end": chart.end})
+    b, ind = chart.bars, chart.indicators
+    got = list(zip(b["ts"], b["open"], b["high"], b["low"], b["close"], b["volume"], ind["rsi"], ind["macd"]))
+    assert ind["ts"] == b["ts"] and len(got) == len(want) > 250
+    for g, w in zip(got, want):
+        assert g[0] == w[0] and g[5] == w[5], (g, w)
+        assert g[1:5] == pytest.approx(w[1:5]) and g[6:] == pytest.approx(w[6:], nan_ok=True), (g, w)
+    api = reader.bars_bucketed("SYN0004", "1m", chart.start, chart.end, chart.bucket_seconds, 1000)
+    assert [r[:6] for r in api] == [r[:6] for r in zip(b["ts"], b["open"], b["high"], b["low"], b["close"], b["volume"])]
 
 
 def _secret(value: str):

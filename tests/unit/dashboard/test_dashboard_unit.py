@@ -65,7 +65,7 @@ def test_defaults_and_metrics_urls() -> None:
 
 def test_dsn_is_read_only_and_switches_role() -> None:
     dsn = DashboardSettings(postgres_dsn=Secret("postgresql://u:p@h:5/db")).dsn()
-    assert "default_transaction_read_only=on" in dsn and "role=stockpipe_reader" in dsn
+    assert "default_transaction_read_only=on" in dsn and "role=stockpipe_reader" in dsn and "jit=off" in dsn
     assert "role=" not in DashboardSettings(dashboard_db_role="").dsn()
 
 
@@ -138,6 +138,24 @@ def test_symbol_figure_trace_layout() -> None:
     out = json.loads(to_json_plotly(fig))  # numpy arrays out as JSON: times in epoch ms, NaN as null
     assert out["data"][0]["x"][0] == T0.timestamp() * 1000 and out["data"][TRACE["rsi"]]["y"][0] is None
     assert {name for names in OVERLAYS.values() for name in names} <= set(TRACE)
+
+
+def test_a_series_without_volume_gets_a_flat_labelled_volume_panel() -> None:
+    chart = _chart()
+    chart.bars["volume"] = [0] * 5  # FX: Yahoo reports volume 0
+    axis = symbol_figure(chart)["layout"]["yaxis2"]
+    assert axis["title"]["text"] == "no volume" and axis["range"] == [0, 1]
+    axis = symbol_figure(_chart())["layout"]["yaxis2"]
+    assert axis["title"]["text"] == "volume" and axis["rangemode"] == "tozero" and "range" not in axis
+
+
+@pytest.mark.parametrize(("price", "text"), [
+    (187.234, "187.23"), (64_123.456, "64,123.46"), (1.085432, "1.0854"), (0.00001234, "0.000012"), (None, "–"),
+])
+def test_prices_keep_the_decimals_their_size_needs(price: float | None, text: str) -> None:
+    from stockpipe.dashboard.pages import _price
+
+    assert _price(price) == text
 
 
 def test_live_patch_arrays_extend_the_right_traces() -> None:

@@ -101,12 +101,17 @@ def symbol_figure(chart: Chart, theme: str = "light", overlays: Sequence[str] = 
     t = THEMES.get(theme, THEMES["light"])
     on = set(overlays)
     b, ind = chart.bars, chart.indicators
-    bx, ix = _iso(b["ts"]), _iso(ind["ts"])
+    bx = _iso(b["ts"])
+    ix = bx if ind["ts"] is b["ts"] else _iso(ind["ts"])  # downsampled: one list of bucket starts
 
     def shown(overlay: str) -> bool | str:
         return True if overlay in on else "legendonly"
 
     alerts = [a for a in chart.alerts if a.get("high") is not None]
+    volume = _num(b["volume"])
+    # FX series report no volume (Yahoo gives 0): a flat panel from 0 saying so, not an
+    # autoscaled axis around zero with negative ticks.
+    no_volume = not np.nanmax(volume, initial=0) > 0
     data: list[dict[str, Any]] = [
         {"type": "candlestick", "name": chart.symbol, "x": bx, "open": _num(b["open"]), "high": _num(b["high"]),
          "low": _num(b["low"]), "close": _num(b["close"]), "xaxis": "x", "yaxis": "y",
@@ -124,7 +129,7 @@ def symbol_figure(chart: Chart, theme: str = "light", overlays: Sequence[str] = 
          "text": [f"{a['rule']}: {a['message']}" for a in alerts], "hoverinfo": "x+text",
          "marker": {"symbol": "triangle-down", "size": 8, "color": t["alert"],
                     "line": {"width": 1, "color": t["text"]}}, "visible": shown("alerts")},
-        {"type": "bar", "name": "volume", "x": bx, "y": _num(b["volume"]), "xaxis": "x", "yaxis": "y2",
+        {"type": "bar", "name": "volume", "x": bx, "y": volume, "xaxis": "x", "yaxis": "y2",
          "marker": {"color": t["volume"]}, "showlegend": False},
         _line("RSI", ix, ind["rsi"], t["rsi"], yaxis="y3", legend=False),
         _line("MACD", ix, ind["macd"], t["macd"], yaxis="y4", legend=False),
@@ -146,7 +151,8 @@ def symbol_figure(chart: Chart, theme: str = "light", overlays: Sequence[str] = 
         "xaxis": {"type": "date", "rangeslider": {"visible": False}, "anchor": "y5", "showspikes": True,
                   "spikemode": "across", "spikethickness": 1},
         "yaxis": {"domain": list(_ROWS["y"]), "title": {"text": "price"}},
-        "yaxis2": {"domain": list(_ROWS["y2"]), "title": {"text": "volume"}},
+        "yaxis2": {"domain": list(_ROWS["y2"]), "title": {"text": "no volume" if no_volume else "volume"},
+                   **({"range": [0, 1], "showticklabels": False} if no_volume else {"rangemode": "tozero"})},
         "yaxis3": {"domain": list(_ROWS["y3"]), "title": {"text": "RSI"}, "range": [0, 100]},
         "yaxis4": {"domain": list(_ROWS["y4"]), "title": {"text": "MACD"}},
         "yaxis5": {"domain": list(_ROWS["y5"]), "title": {"text": "volatility"}},

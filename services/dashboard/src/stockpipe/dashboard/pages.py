@@ -59,6 +59,15 @@ def _fmt(value: float | None, digits: int = 2) -> str:
     return "–" if value is None else f"{value:,.{digits}f}"
 
 
+def _price(value: float | None) -> str:
+    """A price with the decimals its size needs: 2 for equities and coins, 4 for FX rates
+    near 1 (EURUSD=X at 1.0854 is not "1.09"), 6 for sub-unit tokens."""
+    if value is None:
+        return "–"
+    size = abs(value)
+    return _fmt(value, 2 if size >= 10 else 4 if size >= 1 else 6)
+
+
 def _badge(source: str | None) -> html.Span | None:
     if source == "synthetic":
         return html.Span("SIMULATED", className="badge simulated", title="bars from the synthetic source")
@@ -134,7 +143,7 @@ def overview_table(rows: list[dict[str, Any]], window: str) -> Any:
             html.Td([dcc.Link(r["symbol"], href=href, className="symbol-link"),
                      html.Span(r["interval"], className="interval"), _badge(r["source"]),
                      html.Div(r["name"] or "", className="muted small")]),
-            html.Td(_fmt(r["last_close"]), className="num"),
+            html.Td(_price(r["last_close"]), className="num"),
             html.Td("–" if change is None else f"{change * 100:+.2f} %", className=cls),
             html.Td(html.Img(src=sparkline_svg(r["spark"], color="#0f9d58" if (change or 0) >= 0 else "#d93025"),
                              alt="trend"), className="hide-sm"),
