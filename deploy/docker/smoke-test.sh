@@ -232,9 +232,16 @@ for s in "${EXTRA[@]}"; do
     sleep 1
   done
   [[ "$(http_code "${PORT[$s]}" /healthz)" == 200 ]] || fail "$s: GET /healthz not 200"
-  curl -fsS -m 5 "http://127.0.0.1:${PORT[$s]}/metrics" | grep -q '^stockpipe_' || fail "$s: /metrics has no stockpipe_ metric"
+  metrics="$(curl -fsS -m 5 "http://127.0.0.1:${PORT[$s]}/metrics")" || fail "$s: GET /metrics failed"
+  grep -q "^stockpipe_" <<<"$metrics" || fail "$s: /metrics has no stockpipe_ metric"
   if [[ "$s" == dashboard ]]; then
-    docker top "stockpipe-smoke-$s-$RUN_ID" -o pid,args | grep -q '[g]unicorn' || fail "dashboard: no gunicorn process in the container"
+    # gunicorn runs inside `python -m stockpipe.dashboard` (no process of that name): its
+    # Server header and its worker lines say it serves.
+    # (Captured first: `grep -q` on a pipe may end the writer early, and pipefail would count it.)
+    headers="$(curl -fsS -m 5 -o /dev/null -D - "http://127.0.0.1:${PORT[$s]}/healthz")"
+    grep -qi '^server: gunicorn' <<<"$headers" || fail "dashboard: not served by gunicorn (no 'Server: gunicorn' header)"
+    logs="$(docker logs "stockpipe-smoke-$s-$RUN_ID" 2>&1)"
+    grep -q 'Booting worker' <<<"$logs" || fail "dashboard: no gunicorn worker booted"
   fi
   log "$s: /readyz 200, /healthz 200, /metrics ok"
 done
