@@ -16,8 +16,10 @@ import logging
 import math
 import multiprocessing
 import os
+import signal
 import time
 from collections.abc import Callable
+from multiprocessing import resource_tracker
 from pathlib import Path
 from typing import Any
 
@@ -58,12 +60,19 @@ def cpu_budget(root: Path = Path("/sys/fs/cgroup")) -> int:
     return max(1, cpus)
 
 
+# Signals the forkserver must never die of. `make run` stops a service by signalling its
+# whole process group, and a terminal's Ctrl-C reaches the foreground group: a forkserver
+# killed that way made the pool see every worker as dead (its sentinels closed) and restart
+# them through the dead forkserver, a traceback on every stop. It starts with them blocked
+# (the mask survives fork and exec) and exits by itself when the service's pipe closes.
+_STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
+
 def _init_worker() -> None:
-    # A process group of its own: `make run` stops a service by signalling its whole group
-    # (and a terminal's Ctrl-C reaches the foreground group). A worker killed that way before
-    # the service terminated its pool made the pool restart it through the forkserver, which
-    # had died of the same signal: a traceback on every Ctrl-C. The service ends its workers
-    # itself (FitPool.terminate); a worker whose service died exits when the pool's pipe closes.
+    # Workers take SIGTERM again (FitPool.terminate ends them with it), in a process group of
+    # their own so that a signal to the service's group does not reach them: the service ends
+    # them itself; a worker whose service died exits when the pool's pipe closes.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
     try:
         os.setpgid(0, 0)
     except OSError:  # pragma: no cover - already a group leader
@@ -129,7 +138,15 @@ class FitPool:
         pin_blas_threads()  # inherited by the forkserver and every worker it starts
         ctx = multiprocessing.get_context("forkserver")
         self.workers = workers
-        self._pool = ctx.Pool(workers, initializer=_init_worker)
+        # The forkserver starts here, from this thread: with the stop signals blocked (see
+        # _STOP_SIGNALS). One that comes meanwhile is delivered when the mask is restored.
+        # The resource tracker first: starting it unblocks SIGINT and SIGTERM on its way out.
+        resource_tracker.ensure_running()
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        try:
+            self._pool = ctx.Pool(workers, initializer=_init_worker)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         self._closed = False
 
     def submit(self, fn: Callable[..., Any], args: tuple, on_done: Callable[[Any], None],
