@@ -3,18 +3,24 @@
 Every message of every category goes to the topic it targets, between valid ones; then:
 each invalid message is in ``dlq`` with its reason (once per service that reads its topic)
 and counted; the services are the same processes (same PID, never restarted); every valid
-message reached its table; nothing hostile reached a table.
+message reached its table; nothing hostile reached a table. The forecaster reads
+``indicators``: a valid series of its own goes in half before and half after that topic's
+corpus, and its forecast runs are made.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
 from hostile.corpus import Case, cases, fits_kafka
 
 from stockpipe.common.messages import Alert, Bar, Codec, Forecast, Indicators
+from stockpipe.forecaster.pool import arima_task
 
 from harness import Stack, metrics_of, wait_for
 
@@ -22,8 +28,21 @@ pytestmark = pytest.mark.integration
 
 CODECS = {"raw": Codec(Bar), "indicators": Codec(Indicators), "alerts": Codec(Alert), "forecasts": Codec(Forecast)}
 # Which running services read each topic kind (each dead-letters what it rejects).
-READERS = {"raw": ("ingestor", "analytics"), "indicators": ("ingestor",), "alerts": ("ingestor",),
+READERS = {"raw": ("ingestor", "analytics"), "indicators": ("ingestor", "forecaster"), "alerts": ("ingestor",),
            "forecasts": ("ingestor",)}
+# The forecaster's series around the corpus: a run at bars 20, 30 and 40 (small windows, quick fits).
+FORECASTER = dict(ARIMA_MIN_OBSERVATIONS=20, FORECAST_EVERY_BARS=10, ARIMA_WINDOW=40, FORECAST_HISTORY=100,
+                  ARIMA_FORECAST_STEPS=3, ARIMA_MAX_P=2, ARIMA_MAX_Q=2, ML_WINDOW_SIZE=5, MIN_TRAINING_SAMPLES=50,
+                  FORECASTER_WORKERS=1)
+FORECAST_SYMBOL, FORECAST_BARS = "ZZFORECAST", 40
+
+
+def forecaster_series(now: datetime) -> list[Indicators]:
+    """40 valid 1m bars of one series, ending two hours ago (before every corpus time)."""
+    start = now.replace(second=0, microsecond=0) - timedelta(minutes=120 + FORECAST_BARS)
+    closes = 50.0 * np.exp(np.cumsum(np.random.default_rng(12).normal(0.0, 0.01, FORECAST_BARS)))
+    return [Indicators(symbol=FORECAST_SYMBOL, interval="1m", ts=start + timedelta(minutes=i), close=float(c))
+            for i, c in enumerate(closes)]
 
 
 def series_keys(stack: Stack, table: str) -> set[tuple]:
@@ -33,16 +52,23 @@ def series_keys(stack: Stack, table: str) -> set[tuple]:
 def test_the_hostile_corpus_ends_in_dlq_and_stops_nothing(stack: Stack) -> None:
     ingestor = stack.start("ingestor")
     analytics = stack.start("analytics")
-    ingestor.wait_ready()
-    analytics.wait_ready()
-    pids = {s.name: s.proc.pid for s in (ingestor, analytics)}
+    forecaster = stack.start("forecaster", **FORECASTER)
+    services = (ingestor, analytics, forecaster)
+    for svc in services:
+        svc.wait_ready(120)
+    pids = {s.name: s.proc.pid for s in services}
 
     corpus = [c for c in cases() if fits_kafka(c)]
+    series = forecaster_series(datetime.now(UTC))
+    around = [(FORECAST_SYMBOL.encode(), CODECS["indicators"].encode(m)) for m in series]
+    half = FORECAST_BARS // 2
     for kind in READERS:
         # One message per request: a batch holding the ~1 MB case and others would exceed the
         # broker's max.message.bytes as a whole.
-        stack.produce_keyed(kind, [(c.key, c.value) for c in corpus if c.topic_kind == kind],
-                            **{"batch.num.messages": 1, "message.max.bytes": 1_048_000})
+        items = [(c.key, c.value) for c in corpus if c.topic_kind == kind]
+        if kind == "indicators":
+            items = around[:half] + items + around[half:]
+        stack.produce_keyed(kind, items, **{"batch.num.messages": 1, "message.max.bytes": 1_048_000})
     invalid = [c for c in corpus if not c.valid]
     valid: dict[str, list[Case]] = {k: [c for c in corpus if c.valid and c.topic_kind == k] for k in READERS}
     expected_dead = sum(len(READERS[c.topic_kind]) for c in invalid)
@@ -66,6 +92,9 @@ def test_the_hostile_corpus_ends_in_dlq_and_stops_nothing(stack: Stack) -> None:
             h["error"])
     case_of = {}
     for src, msg in offsets.items():
+        if msg.key() == FORECAST_SYMBOL.encode():
+            assert src not in by_source, f"a valid bar of the forecaster's series was dead-lettered: {by_source[src]}"
+            continue
         for c in corpus:
             if c.topic_kind == src[0].removeprefix(stack.prefix) and c.value == msg.value() and c.key == msg.key():
                 case_of[src] = c
@@ -84,7 +113,7 @@ def test_the_hostile_corpus_ends_in_dlq_and_stops_nothing(stack: Stack) -> None:
     assert len(case_of) == len(corpus)
 
     # Counted by reason in each service.
-    for name, svc in (("ingestor", ingestor), ("analytics", analytics)):
+    for name, svc in (("ingestor", ingestor), ("analytics", analytics), ("forecaster", forecaster)):
         want = Counter(c.reason for c in invalid if name in READERS[c.topic_kind])
         metrics = metrics_of(svc.port)
         for reason, n in want.items():
@@ -101,7 +130,7 @@ def test_the_hostile_corpus_ends_in_dlq_and_stops_nothing(stack: Stack) -> None:
     want_bars = keys("raw")
     wait_for(lambda: series_keys(stack, "price_bars") >= want_bars, 60, what="every valid bar stored")
     assert series_keys(stack, "price_bars") == want_bars
-    want_ind = keys("indicators")
+    want_ind = keys("indicators") | {(m.symbol, m.interval, m.ts) for m in series}
     wait_for(lambda: series_keys(stack, "indicators") >= want_ind, 60, what="every valid indicator row stored")
     assert series_keys(stack, "indicators") <= want_ind | want_bars  # analytics adds one per valid bar
     want_alert_ids = {CODECS["alerts"].decode(c.value).id for c in valid["alerts"]}
@@ -111,11 +140,30 @@ def test_the_hostile_corpus_ends_in_dlq_and_stops_nothing(stack: Stack) -> None:
         assert (symbol, interval, ts) in want_bars | {k for k in keys("alerts")}
     want_fc = {(f.symbol, f.interval, f.made_at) for f in (CODECS["forecasts"].decode(c.value)
                                                           for c in valid["forecasts"])}
-    wait_for(lambda: {tuple(r) for r in stack.query('SELECT DISTINCT symbol, "interval", made_at FROM forecasts')}
-             >= want_fc, 60, what="every valid forecast stored")
-    assert {tuple(r) for r in stack.query('SELECT DISTINCT symbol, "interval", made_at FROM forecasts')} == want_fc
+    # The forecaster's runs on its series, the corpus in between, owed at bars 20, 30 and 40: the
+    # last is always made, from all 40 bars; the others may be overtaken by it (at most one
+    # pending fit per series, as documented: here they all come in one batch).
+    runs = [(FORECAST_SYMBOL, "1m", series[n - 1].ts) for n in range(20, FORECAST_BARS + 1, 10)]
+    want_fc.add(runs[-1])
+    def stored_runs() -> set[tuple]:
+        return {tuple(r) for r in stack.query('SELECT DISTINCT symbol, "interval", made_at FROM forecasts')}
+
+    try:
+        wait_for(lambda: stored_runs() >= want_fc, 120, what="every valid forecast stored")
+    except AssertionError as exc:
+        m = metrics_of(forecaster.port)
+        raise AssertionError(f"{exc}: missing {want_fc - stored_runs()}; forecaster: " + str(
+            {k: v for k, v in m.items() if k[0].startswith("stockpipe_forecaster_f")})) from exc
+    assert stored_runs() - set(runs[:-1]) == want_fc
+    # ... and it is the forecast of those 40 bars, as if the corpus had never been there.
+    s = {k.lower(): v for k, v in FORECASTER.items()}
+    r = arima_task(np.log([m.close for m in series]), s["arima_max_p"], 2, s["arima_max_q"], s["arima_forecast_steps"],
+                   0.95, None, None)
+    got = stack.query("SELECT yhat FROM forecasts WHERE symbol = %s AND made_at = %s AND model <> 'linreg' "
+                      "ORDER BY target_ts", (FORECAST_SYMBOL, runs[-1][2]))
+    assert [g[0] for g in got] == pytest.approx([math.exp(v) for v in r["mean"]], rel=1e-9)
 
     # The same processes, never restarted, still serving.
-    for svc in (ingestor, analytics):
+    for svc in services:
         assert svc.alive() and svc.proc.pid == pids[svc.name]
-    assert ingestor.terminate() == 0 and analytics.terminate() == 0
+    assert all(svc.terminate() == 0 for svc in services)
