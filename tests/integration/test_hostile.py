@@ -4,22 +4,28 @@ Every message of every category goes to the topic it targets, between valid ones
 each invalid message is in ``dlq`` with its reason (once per service that reads its topic)
 and counted; the services are the same processes (same PID, never restarted); every valid
 message reached its table (the ingestor) or its webhook endpoints, signed (the notifier,
-against a real receiver on 127.0.0.1); nothing hostile reached a table or an endpoint.
+against a real receiver on 127.0.0.1); nothing hostile reached a table or an endpoint. The
+forecaster reads ``indicators``: a valid series of its own goes in half before and half after
+that topic's corpus, and its forecast runs are made.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import msgspec
+import numpy as np
 import pytest
 from hostile.corpus import TOPIC_KINDS, Case, cases, fits_kafka
 
 from stockpipe.common.messages import Alert, Bar, Codec, Forecast, Indicators
+from stockpipe.forecaster.pool import arima_task
 
 from harness import Stack, metrics_of, wait_for
 
@@ -30,19 +36,36 @@ pytestmark = pytest.mark.integration
 
 CODECS = {"raw": Codec(Bar), "indicators": Codec(Indicators), "alerts": Codec(Alert), "forecasts": Codec(Forecast)}
 # Which running services read each topic kind (each dead-letters what it rejects).
-READERS = {"raw": ("ingestor", "analytics"), "indicators": ("ingestor",), "alerts": ("ingestor",),
+READERS = {"raw": ("ingestor", "analytics"), "indicators": ("ingestor", "forecaster"), "alerts": ("ingestor",),
            "forecasts": ("ingestor",)}
 WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+# The forecaster's series around the corpus: a run at bars 20, 30 and 40 (small windows, quick fits).
+FORECASTER = dict(ARIMA_MIN_OBSERVATIONS=20, FORECAST_EVERY_BARS=10, ARIMA_WINDOW=40, FORECAST_HISTORY=100,
+                  ARIMA_FORECAST_STEPS=3, ARIMA_MAX_P=2, ARIMA_MAX_Q=2, ML_WINDOW_SIZE=5, MIN_TRAINING_SAMPLES=50,
+                  FORECASTER_WORKERS=1)
+FORECAST_SYMBOL, FORECAST_BARS = "ZZFORECAST", 40
+
+
+def forecaster_series(now: datetime) -> list[Indicators]:
+    """40 valid 1m bars of one series, ending two hours ago (before every corpus time)."""
+    start = now.replace(second=0, microsecond=0) - timedelta(minutes=120 + FORECAST_BARS)
+    closes = 50.0 * np.exp(np.cumsum(np.random.default_rng(12).normal(0.0, 0.01, FORECAST_BARS)))
+    return [Indicators(symbol=FORECAST_SYMBOL, interval="1m", ts=start + timedelta(minutes=i), close=float(c))
+            for i, c in enumerate(closes)]
 
 
 def series_keys(stack: Stack, table: str) -> set[tuple]:
     return {(s, i, ts) for s, i, ts in stack.query(f'SELECT symbol, "interval", ts FROM {table}')}
 
 
-def fire(stack: Stack, corpus: list[Case]) -> None:
-    """Produce every case to the topic of its kind, in corpus order."""
+def fire(stack: Stack, corpus: list[Case], around: dict[str, list[tuple[bytes, bytes]]] | None = None) -> None:
+    """Produce every case to the topic of its kind, in corpus order; ``around[kind]``: valid
+    messages of a kind, half before and half after its cases."""
     for kind in TOPIC_KINDS:
         mine = [(c.key, c.value) for c in corpus if c.topic_kind == kind]
+        if around and kind in around:
+            half = len(around[kind]) // 2
+            mine = around[kind][:half] + mine + around[kind][half:]
         if mine:
             # One message per request: a batch holding the ~1 MB case and others would exceed
             # the broker's max.message.bytes as a whole.
@@ -102,23 +125,29 @@ def dead_letter_problems(case_of: dict[tuple, Case], by_source: dict[tuple, list
 def test_the_hostile_corpus_ends_in_dlq_and_stops_nothing(stack: Stack) -> None:
     ingestor = stack.start("ingestor")
     analytics = stack.start("analytics")
-    ingestor.wait_ready()
-    analytics.wait_ready()
-    pids = {s.name: s.proc.pid for s in (ingestor, analytics)}
+    forecaster = stack.start("forecaster", **FORECASTER)
+    services = (ingestor, analytics, forecaster)
+    for svc in services:
+        svc.wait_ready(120)
+    pids = {s.name: s.proc.pid for s in services}
 
     corpus = [c for c in cases() if fits_kafka(c)]
-    fire(stack, corpus)
+    series = forecaster_series(datetime.now(UTC))
+    fire(stack, corpus, {"indicators": [(FORECAST_SYMBOL.encode(), CODECS["indicators"].encode(m)) for m in series]})
     invalid = [c for c in corpus if not c.valid]
     valid: dict[str, list[Case]] = {k: [c for c in corpus if c.valid and c.topic_kind == k] for k in READERS}
     by_source = wait_for_dead_letters(stack, sum(len(READERS[c.topic_kind]) for c in invalid))
 
     # Each invalid message: in dlq once per service reading its topic, with its reason.
-    problems = dead_letter_problems(sources(stack, corpus), by_source, READERS,
+    case_of = sources(stack, corpus)
+    problems = dead_letter_problems(case_of, by_source, READERS,
                                     valid_may_die=lambda c: c.topic_kind == "raw" and c.category == "extreme_ratio")
     assert not problems, "\n".join(problems)
+    # ... and none of the forecaster's valid series (the only messages that are not cases).
+    assert [errors for src, errors in by_source.items() if src not in case_of] == []
 
     # Counted by reason in each service.
-    for name, svc in (("ingestor", ingestor), ("analytics", analytics)):
+    for name, svc in (("ingestor", ingestor), ("analytics", analytics), ("forecaster", forecaster)):
         want = Counter(c.reason for c in invalid if name in READERS[c.topic_kind])
         metrics = metrics_of(svc.port)
         for reason, n in want.items():
@@ -135,7 +164,7 @@ def test_the_hostile_corpus_ends_in_dlq_and_stops_nothing(stack: Stack) -> None:
     want_bars = keys("raw")
     wait_for(lambda: series_keys(stack, "price_bars") >= want_bars, 60, what="every valid bar stored")
     assert series_keys(stack, "price_bars") == want_bars
-    want_ind = keys("indicators")
+    want_ind = keys("indicators") | {(m.symbol, m.interval, m.ts) for m in series}
     wait_for(lambda: series_keys(stack, "indicators") >= want_ind, 60, what="every valid indicator row stored")
     assert series_keys(stack, "indicators") <= want_ind | want_bars  # analytics adds one per valid bar
     want_alert_ids = {CODECS["alerts"].decode(c.value).id for c in valid["alerts"]}
@@ -145,14 +174,34 @@ def test_the_hostile_corpus_ends_in_dlq_and_stops_nothing(stack: Stack) -> None:
         assert (symbol, interval, ts) in want_bars | {k for k in keys("alerts")}
     want_fc = {(f.symbol, f.interval, f.made_at) for f in (CODECS["forecasts"].decode(c.value)
                                                           for c in valid["forecasts"])}
-    wait_for(lambda: {tuple(r) for r in stack.query('SELECT DISTINCT symbol, "interval", made_at FROM forecasts')}
-             >= want_fc, 60, what="every valid forecast stored")
-    assert {tuple(r) for r in stack.query('SELECT DISTINCT symbol, "interval", made_at FROM forecasts')} == want_fc
+    # The forecaster's runs on its series, the corpus in between, owed at bars 20, 30 and 40: the
+    # last is always made, from all 40 bars; the others may be overtaken by it (at most one
+    # pending fit per series, as documented: here they all come in one batch).
+    runs = [(FORECAST_SYMBOL, "1m", series[n - 1].ts) for n in range(20, FORECAST_BARS + 1, 10)]
+    want_fc.add(runs[-1])
+
+    def stored_runs() -> set[tuple]:
+        return {tuple(r) for r in stack.query('SELECT DISTINCT symbol, "interval", made_at FROM forecasts')}
+
+    try:
+        wait_for(lambda: stored_runs() >= want_fc, 120, what="every valid forecast stored")
+    except AssertionError as exc:
+        m = metrics_of(forecaster.port)
+        raise AssertionError(f"{exc}: missing {want_fc - stored_runs()}; forecaster: " + str(
+            {k: v for k, v in m.items() if k[0].startswith("stockpipe_forecaster_f")})) from exc
+    assert stored_runs() - set(runs[:-1]) == want_fc
+    # ... and it is the forecast of those 40 bars, as if the corpus had never been there.
+    s = {k.lower(): v for k, v in FORECASTER.items()}
+    r = arima_task(np.log([m.close for m in series]), s["arima_max_p"], 2, s["arima_max_q"], s["arima_forecast_steps"],
+                   0.95, None, None)
+    got = stack.query("SELECT yhat FROM forecasts WHERE symbol = %s AND made_at = %s AND model <> 'linreg' "
+                      "ORDER BY target_ts", (FORECAST_SYMBOL, runs[-1][2]))
+    assert [g[0] for g in got] == pytest.approx([math.exp(v) for v in r["mean"]], rel=1e-9)
 
     # The same processes, never restarted, still serving.
-    for svc in (ingestor, analytics):
+    for svc in services:
         assert svc.alive() and svc.proc.pid == pids[svc.name]
-    assert ingestor.terminate() == 0 and analytics.terminate() == 0
+    assert all(svc.terminate() == 0 for svc in services)
 
 
 def test_the_hostile_alerts_at_the_notifier_are_dead_lettered_once_and_the_valid_ones_delivered(

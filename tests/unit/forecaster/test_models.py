@@ -88,6 +88,31 @@ def test_params_are_json_and_forecast_like_the_fit() -> None:
     assert model_label(params) == "arima({},{},{})".format(*params["order"])
 
 
+@pytest.mark.parametrize(("ar", "ma", "d", "n"), [((0.6,), (), 1, 500), ((), (0.6,), 1, 400), ((0.7, -0.3), (), 0, 500),
+                                               ((0.7,), (0.4,), 0, 300), ((), (), 1, 500), ((0.8, -0.2), (0.4,), 0, 120)])
+def test_the_fast_gradient_gives_bit_for_bit_the_fits_of_statsforecast_as_shipped(ar, ma, d, n) -> None:
+    """Same order, coefficients, sigma² and AICc, compared with ==: only the time differs."""
+    for seed in (1, 2):
+        y = simulate(list(ar), list(ma), d, n, seed)
+        assert fit_arima(y, 5, 2, 5) == fit_arima(y, 5, 2, 5, fast_gradient=False)
+
+
+def test_statsforecast_called_by_others_is_unchanged(monkeypatch: pytest.MonkeyPatch) -> None:
+    import statsforecast.arima as sf_arima
+
+    from stockpipe.forecaster import models
+
+    made = []
+    real = models._forward_gradient
+    monkeypatch.setattr(models, "_forward_gradient", lambda *a: made.append(1) or real(*a))
+    y = simulate([0.6], [], 1, 200, 3)
+    fit_arima(y, 2, 1, 2)
+    assert made  # installed, and used inside fit_arima
+    made.clear()
+    sf_arima.auto_arima_f(y, max_p=2, max_q=2, seasonal=False, period=1)  # the benchmark's peer, say
+    assert made == []
+
+
 @pytest.mark.parametrize("series", [np.full(300, np.log(50.0)), np.log(np.r_[np.full(299, 50.0), 50.0])])
 def test_flat_series_falls_back_to_naive(series: np.ndarray) -> None:
     with pytest.raises(Degenerate):

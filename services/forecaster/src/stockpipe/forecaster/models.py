@@ -5,9 +5,16 @@ forecast function of ``params`` and the data. A fit returns params; forecasts ar
 from params, so a model loaded from the registry forecasts exactly like the fit that made it.
 
 - ``arima``: statsforecast's ``auto_arima_f`` (the Hyndman-Khandakar stepwise search, never
-  an exhaustive grid, bounded by ARIMA_MAX_P/D/Q) on log prices. Params: the order, the
+  an exhaustive grid, bounded by ARIMA_MAX_P/D/Q, p + q <= 5, AICc) on log prices. As in R's
+  ``auto.arima`` on more than 150 points, the search compares candidates fitted by conditional
+  sums of squares and refits the best by exact likelihood (statsforecast's ``AutoARIMA``
+  model class turns that approximation off by default). Params: the order, the
   coefficients by name, sigma², whether a mean or drift is in. Forecasting re-runs the
   Kalman filter with every coefficient fixed (nothing is re-estimated) over the latest window.
+  Each candidate is optimised by scipy's BFGS; statsforecast leaves its gradient to scipy's
+  generic finite differences, whose bookkeeping was 60 % of a fit in cProfile, so
+  :func:`_forward_gradient` hands scipy the very same forward differences (same steps, same
+  arithmetic): the fits are bit for bit the same (tested), about 3x faster.
 - ``naive``: the last value, with a random-walk interval (sigma of the log returns x sqrt(h)).
   Used for flat or degenerate series, labelled ``naive``.
 - ``linreg``: ordinary least squares (scikit-learn) of the log return ``PREDICTION_HORIZON``
@@ -19,9 +26,10 @@ price, and ``lo``/``hi`` the bounds of its central interval at the level asked f
 
 from __future__ import annotations
 
+import contextvars
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from statistics import NormalDist
 from typing import Any
 
@@ -73,13 +81,61 @@ def _check_series(log_y: np.ndarray, min_len: int = 10) -> None:
 
 # ---------------------------------------------------------------------- ARIMA
 
+# scipy's default absolute step for BFGS's finite differences (``scipy.optimize._optimize._epsilon``).
+_EPS = float(np.sqrt(np.finfo(float).eps))
+_FAST_GRADIENT: contextvars.ContextVar[bool] = contextvars.ContextVar("stockpipe_fast_gradient", default=False)
 
-def fit_arima(log_y: np.ndarray, max_p: int, max_d: int, max_q: int) -> Params:
-    """Auto-ARIMA (stepwise, AICc) on log prices; raises Degenerate or FitFailed."""
+
+def _forward_gradient(fun: Callable[..., float], eps: float) -> Callable[..., np.ndarray]:
+    """The gradient scipy's BFGS computes when given none (``approx_derivative``, '2-point',
+    absolute step ``eps``, no bounds), step for step, without its per-call bookkeeping."""
+
+    def jac(x: np.ndarray, *args: Any) -> np.ndarray:
+        f0 = fun(x, *args)
+        g = np.empty(x.size)
+        for i in range(x.size):
+            xi = x[i]
+            h = eps
+            if (xi + h) - xi == 0:  # scipy's fallback for a step lost in rounding
+                h = _EPS * (1.0 if xi >= 0 else -1.0) * max(1.0, abs(xi))
+            x1 = x.copy()
+            x1[i] = xi + h
+            g[i] = (fun(x1, *args) - f0) / ((xi + h) - xi)
+        return g
+
+    return jac
+
+
+def _install_fast_gradient() -> None:
+    """Route statsforecast.arima's ``minimize`` through :func:`_forward_gradient` while
+    :data:`_FAST_GRADIENT` is set (only inside :func:`fit_arima`; anyone else calling
+    statsforecast in the process gets it unchanged). Skipped if the module is not as expected."""
+    import scipy.optimize
+    import statsforecast.arima as sf_arima
+
+    original = scipy.optimize.minimize
+    if getattr(sf_arima, "minimize", None) is not original:
+        return  # already installed, or a statsforecast that optimises otherwise
+
+    def minimize(fun, x0, args=(), method=None, jac=None, **kw):
+        if jac is None and method == "BFGS" and _FAST_GRADIENT.get():
+            jac = _forward_gradient(fun, (kw.get("options") or {}).get("eps", _EPS))
+        return original(fun, x0, args=args, method=method, jac=jac, **kw)
+
+    sf_arima.minimize = minimize
+
+
+def fit_arima(log_y: np.ndarray, max_p: int, max_d: int, max_q: int, *, fast_gradient: bool = True) -> Params:
+    """Auto-ARIMA (stepwise, AICc) on log prices; raises Degenerate or FitFailed.
+
+    ``fast_gradient=False`` runs statsforecast exactly as shipped (the tests compare).
+    """
     from statsforecast.arima import auto_arima_f  # import here: worker processes only pay it once
 
+    _install_fast_gradient()
     y = np.asarray(log_y, dtype=np.float64)
     _check_series(y)
+    token = _FAST_GRADIENT.set(fast_gradient)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "possible convergence problem" lines per candidate
@@ -87,6 +143,8 @@ def fit_arima(log_y: np.ndarray, max_p: int, max_d: int, max_q: int) -> Params:
                                start_q=min(2, max_q), seasonal=False, period=1, stepwise=True)
     except (ValueError, np.linalg.LinAlgError, ZeroDivisionError, FloatingPointError) as exc:
         raise FitFailed(f"auto-ARIMA: {exc}") from exc
+    finally:
+        _FAST_GRADIENT.reset(token)
     arma = fit["arma"]
     coef = {str(k): float(v) for k, v in fit["coef"].items()}
     sigma2 = float(fit["sigma2"])
