@@ -73,34 +73,39 @@ def test_health_endpoints() -> None:
         server.stop()
 
 
-def test_readiness_checks_added_while_probes_run() -> None:
-    """A probe iterating the checks while the main thread registers one must not raise
+def test_a_check_added_while_a_probe_runs_the_checks() -> None:
+    """A probe running the checks while the main thread registers one must not raise
     (a container smoke test hit "dictionary changed size during iteration")."""
     import threading
 
     health = Health(check_interval=0.0)
-    stop = threading.Event()
-    errors: list[BaseException] = []
+    entered, release = threading.Event(), threading.Event()
+
+    def slow() -> None:  # a check that takes a while (a database connect): the probe is mid-iteration
+        entered.set()
+        release.wait(5)
+
+    health.add_check("test-slow", slow)
+    health.add_check("test-other", lambda: None)
+    outcome: dict[str, object] = {}
 
     def probe() -> None:
-        while not stop.is_set():
-            try:
-                health.failures()
-            except BaseException as exc:  # noqa: BLE001 - the test collects any failure
-                errors.append(exc)
-                return
+        try:
+            outcome["failures"] = health.failures()
+        except Exception as exc:  # noqa: BLE001 - the test collects any failure
+            outcome["error"] = exc
 
-    threads = [threading.Thread(target=probe) for _ in range(2)]
-    for t in threads:
-        t.start()
-    try:
-        for i in range(2000):
-            health.add_check(f"check{i}", lambda: None)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(5)
-    assert errors == []
+    prober = threading.Thread(target=probe)
+    prober.start()
+    assert entered.wait(5)
+    adder = threading.Thread(target=health.add_check, args=("test-late", lambda: None))
+    adder.start()
+    adder.join(0.2)  # registered now (no lock) or once the probe is done (the lock)
+    release.set()
+    prober.join(5)
+    adder.join(5)
+    assert "error" not in outcome, outcome
+    assert outcome["failures"] == {}
     assert health.failures() == {}
 
 
