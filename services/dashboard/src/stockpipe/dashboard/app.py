@@ -158,7 +158,26 @@ def create_app(settings: DashboardSettings, *, db: Database | None = None) -> da
     )
     app.layout = pages.shell_layout
     pages.register(app, reader, settings)
+    _render_index_once(app, settings)
     return app
+
+
+def _render_index_once(app: dash.Dash, settings: DashboardSettings) -> None:
+    """Render the page shell once, in this process, before serving.
+
+    Dash learns which script files it may serve (``/_dash-component-suites/...``) while
+    rendering the index page, per process. Under several gunicorn workers the browser's
+    ``GET /`` and its script requests land on different workers: one that had not rendered
+    the index yet answered 500 ("dash is not a registered library") and the page stayed blank
+    (seen in the browser tests). No database is touched: the layout comes by a later request.
+    """
+    headers = {}
+    if settings.auth_enabled:
+        token = f"{settings.dashboard_auth_user}:{settings.dashboard_auth_password.get()}"
+        headers["Authorization"] = "Basic " + base64.b64encode(token.encode()).decode()
+    response = app.server.test_client().get("/", headers=headers)
+    if response.status_code != 200:  # a bug: crash loudly at start rather than serve blank pages
+        raise RuntimeError(f"rendering the dashboard's index page gave HTTP {response.status_code}")
 
 
 def _json(code: int, body: dict) -> flask.Response:
