@@ -1,19 +1,26 @@
 """Analytics end to end through Kafka: raw → indicators throughput and latency.
 
-    make bench            # or: .venv/bin/python bench/analytics.py [--rate 30000 --seconds 20]
+    make bench            # or: .venv/bin/python bench/analytics.py [--rates 10000,20000,30000 --seconds 20]
 
 With Kafka and PostgreSQL from deploy/local/infra.sh (state in .local/bench), the real
 producer publishes synthetic bars of 500 symbols at a fixed rate while the real analytics
-service runs; then:
+service runs, on the same machine; then:
 
-- sustained: indicator messages per second over the run, at the offered rate;
-- latency per bar: the indicator message's Kafka timestamp minus its bar's (both are
-  CreateTime, stamped by librdkafka when each was produced, in ms): p50 / p99 / max;
+- stepped rates: for each offered rate (``--rates``, lowest first) a fresh stack, the
+  producer at that rate for ``--seconds``, and per bar the latency from its publish to its
+  indicator message (the Kafka timestamps of both are CreateTime, stamped by librdkafka when
+  each was produced, in ms): p50 / p99 / max, and the p99 of the first and last thirds of
+  the run. A rate is **sustained** only if every bar came out and the latency stayed flat:
+  the last third's p99 within 1.5x the first third's (or within 25 ms of it: a 10 ms batch
+  wait is not a climb). A step that fell behind is reported as such and ends the stepping
+  (higher rates fall further behind). The sustained rate is the highest flat step;
 - catch-up: analytics started on a backlog of bars, its rate from 5 % to 100 % of them
   (the most it can do, no producer running beside it).
 
-Figures of the indicator engine alone (bench/indicators.py → bench/results/indicators.json)
-are copied in, so bench/results/analytics.json holds the issue's whole set.
+The machine's load average is recorded before and after each phase. Figures of the
+indicator engine alone (bench/indicators.py → bench/results/indicators.json, TA-Lib's
+``talib.stream`` among them) are copied in, so bench/results/analytics.json holds the
+whole set.
 """
 
 from __future__ import annotations
@@ -66,40 +73,74 @@ def pct(sorted_values: list[float], q: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rate", type=float, default=30_000, help="offered bars/s")
-    parser.add_argument("--seconds", type=float, default=20)
-    parser.add_argument("--backlog", type=int, default=500_000)
-    args = parser.parse_args()
-    n = int(args.rate * args.seconds)
+def load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
 
 
-    # 1. Sustained at the offered rate, with latency.
+def step(rate: float, seconds: float) -> dict:
+    """One offered rate on a fresh stack: every bar out, latency over the run, flat or not."""
+    n = int(rate * seconds)
+    load_before = load()
     stack = bench_stack()
     try:
         analytics = stack.start("analytics")
         analytics.wait_ready()
         t0 = time.perf_counter()
-        stack.run_module("stockpipe.producer", timeout=900, **producer_env(n, args.rate, "2000-01-03T00:00:00Z"))
+        stack.run_module("stockpipe.producer", timeout=900, **producer_env(n, rate, "2000-01-03T00:00:00Z"))
         publish_s = time.perf_counter() - t0
-        wait_for(lambda: indicator_count(stack, analytics.port) >= n, 300, interval=0.2, what="all indicators")
+        wait_for(lambda: indicator_count(stack, analytics.port) >= n, 600, interval=0.2, what="all indicators")
         timed = latencies(stack)
-        assert len(timed) == n
-        lat = sorted(latency for _, latency in timed)
-        for second in range(int(args.seconds) + 1):
-            window = sorted(latency for t, latency in timed if second <= t < second + 1)
-            if window:
-                print(f"  second {second:3d}: {len(window):6d} bars, p50 {pct(window, .5) * 1000:6.1f} ms, "
-                      f"p99 {pct(window, .99) * 1000:6.1f} ms")
+        assert len(timed) == n, f"{len(timed)} indicator messages for {n} bars"
         analytics.terminate()
     finally:
         stack.destroy()
+    lat = sorted(latency for _, latency in timed)
+    by_time = [latency for _, latency in sorted(timed)]
+    third = max(1, len(by_time) // 3)
+    first, last = sorted(by_time[:third]), sorted(by_time[-third:])
+    p99_first, p99_last = pct(first, .99), pct(last, .99)
+    flat = p99_last <= max(1.5 * p99_first, p99_first + 0.025)
     offered = n / publish_s
-    print(f"offered {offered:,.0f} bars/s for {publish_s:.1f}s; latency p50 {pct(lat, .5) * 1000:.1f} ms, "
-          f"p99 {pct(lat, .99) * 1000:.1f} ms, max {lat[-1] * 1000:.1f} ms")
+    out = {
+        "asked_bars_per_s": rate,
+        "offered_bars_per_s": round(offered),
+        "bars": n,
+        "seconds": round(publish_s, 1),
+        "latency_ms": {"p50": round(pct(lat, .5) * 1000, 1), "p99": round(pct(lat, .99) * 1000, 1),
+                       "max": round(lat[-1] * 1000, 1), "p99_first_third": round(p99_first * 1000, 1),
+                       "p99_last_third": round(p99_last * 1000, 1)},
+        "flat": flat,
+        "load_average_before": load_before,
+        "load_average_after": load(),
+    }
+    print(f"  offered {offered:9,.0f} bars/s for {publish_s:5.1f}s: p50 {out['latency_ms']['p50']:7.1f} ms, "
+          f"p99 {out['latency_ms']['p99']:7.1f} ms (first third {out['latency_ms']['p99_first_third']:.1f}, "
+          f"last third {out['latency_ms']['p99_last_third']:.1f}): {'flat' if flat else 'FELL BEHIND'}; "
+          f"load {load_before} -> {out['load_average_after']}", flush=True)
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rates", default="5000,10000,20000,30000,40000,50000",
+                        help="offered bars/s to step through, comma-separated, lowest first")
+    parser.add_argument("--seconds", type=float, default=20, help="seconds per step")
+    parser.add_argument("--backlog", type=int, default=500_000)
+    args = parser.parse_args()
+    rates = sorted(float(r) for r in args.rates.split(","))
+
+    # 1. Stepped offered rates, each on a fresh stack, until one falls behind.
+    steps = []
+    for rate in rates:
+        steps.append(step(rate, args.seconds))
+        if not steps[-1]["flat"]:
+            break
+    flat_steps = [s for s in steps if s["flat"]]
+    sustained = max((s["offered_bars_per_s"] for s in flat_steps), default=0)
+    print(f"sustained (highest flat step): {sustained:,} bars/s", flush=True)
 
     # 2. Catch-up on a backlog: the most analytics does through Kafka on this machine.
+    load_catch_up = load()
     stack = bench_stack()
     try:
         stack.run_module("stockpipe.producer", timeout=900, **producer_env(args.backlog, 0, "2000-01-03T00:00:00Z"))
@@ -128,21 +169,22 @@ def main() -> int:
         engine = json.loads(engine_file.read_text())
     result = {
         "benchmark": "analytics",
-        "command": f"make bench  (.venv/bin/python bench/analytics.py --rate {args.rate:g} --seconds {args.seconds:g}"
+        "command": f"make bench  (.venv/bin/python bench/analytics.py --rates {args.rates} --seconds {args.seconds:g}"
                    f" --backlog {args.backlog})",
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "end_to_end": {
             "symbols": 500,
-            "bars": n,
-            "offered_bars_per_s": round(offered),
-            "sustained_bars_per_s": round(offered),  # every bar came out (asserted) at the offered pace
-            "latency_ms": {"p50": round(pct(lat, .5) * 1000, 1), "p99": round(pct(lat, .99) * 1000, 1),
-                           "max": round(lat[-1] * 1000, 1)},
+            "steps": steps,
+            "sustained_bars_per_s": sustained,
+            "sustained_definition": "highest offered rate with every bar out and the last third's p99 latency "
+                                    "within 1.5x (or 25 ms) of the first third's",
+            "fell_behind_at_bars_per_s": next((s["offered_bars_per_s"] for s in steps if not s["flat"]), None),
             "latency_definition": "indicator message CreateTime - bar message CreateTime (librdkafka, ms)",
             "catch_up_bars_per_s": round(catch_up),
             "backlog_bars": args.backlog,
-            "target_bars_per_s": 25_000,
+            "load_average_catch_up": [load_catch_up, load()],
+            "targets_bars_per_s": {"sustained": 50_000, "catch_up": 100_000},
         },
         "engine": engine.get("results", {}),
         "engine_command": engine.get("command"),

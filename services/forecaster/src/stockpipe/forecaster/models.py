@@ -86,12 +86,23 @@ _EPS = float(np.sqrt(np.finfo(float).eps))
 _FAST_GRADIENT: contextvars.ContextVar[bool] = contextvars.ContextVar("stockpipe_fast_gradient", default=False)
 
 
-def _forward_gradient(fun: Callable[..., float], eps: float) -> Callable[..., np.ndarray]:
+def _forward_gradient(fun: Callable[..., float], eps: float) -> tuple[Callable[..., float], Callable[..., np.ndarray]]:
     """The gradient scipy's BFGS computes when given none (``approx_derivative``, '2-point',
-    absolute step ``eps``, no bounds), step for step, without its per-call bookkeeping."""
+    absolute step ``eps``, no bounds), step for step, without its per-call bookkeeping.
+
+    Returns ``(fun, jac)`` to hand to scipy together: ``fun`` remembers its last value, so
+    ``jac`` at the same point (BFGS asks for f and then the gradient at each point) reuses it
+    as scipy reuses its f0, instead of evaluating the objective there once more.
+    """
+    last: list = [None, 0.0]  # the bytes of the last x fun was called at, and f(x)
+
+    def remembering(x: np.ndarray, *args: Any) -> float:
+        value = fun(x, *args)
+        last[0], last[1] = x.tobytes(), value
+        return value
 
     def jac(x: np.ndarray, *args: Any) -> np.ndarray:
-        f0 = fun(x, *args)
+        f0 = last[1] if x.tobytes() == last[0] else fun(x, *args)
         g = np.empty(x.size)
         for i in range(x.size):
             xi = x[i]
@@ -103,7 +114,7 @@ def _forward_gradient(fun: Callable[..., float], eps: float) -> Callable[..., np
             g[i] = (fun(x1, *args) - f0) / ((xi + h) - xi)
         return g
 
-    return jac
+    return remembering, jac
 
 
 def _install_fast_gradient() -> None:
@@ -119,7 +130,7 @@ def _install_fast_gradient() -> None:
 
     def minimize(fun, x0, args=(), method=None, jac=None, **kw):
         if jac is None and method == "BFGS" and _FAST_GRADIENT.get():
-            jac = _forward_gradient(fun, (kw.get("options") or {}).get("eps", _EPS))
+            fun, jac = _forward_gradient(fun, (kw.get("options") or {}).get("eps", _EPS))
         return original(fun, x0, args=args, method=method, jac=jac, **kw)
 
     sf_arima.minimize = minimize
