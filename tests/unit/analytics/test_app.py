@@ -66,3 +66,28 @@ def test_a_rebuild_that_recovers_goes_on(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setattr(app.shutdown, "wait", lambda s: False)
     app.on_assign([TopicPartition("raw", 0)], FakeConsumer(committed))
     app.check_ready()  # ready again
+
+
+def test_the_fast_indicators_message_encodes_to_the_same_bytes() -> None:
+    # The handler builds _IndicatorsOut positionally (no re-validation) and encodes a batch with
+    # encode_lines: each line must be the exact bytes Codec(Indicators) gives, and decode back.
+    from datetime import UTC, datetime
+
+    import msgspec
+
+    from stockpipe.analytics.app import _IndicatorsOut
+    from stockpipe.common.messages import INDICATOR_FIELDS, Codec, Indicators
+
+    codec = Codec(Indicators)
+    ts = datetime(2024, 3, 1, 14, 30, tzinfo=UTC)
+    rows = [
+        [None] * 12,
+        [55.5, 1.0, 2.0, 3.0, 4.0, 5.0, 4.5, 4.0, -0.1, 0.2, -0.30000000000000004, 0.0],
+        [100.0, 1e-8, 1e9, 5e-324, 1.7976931348623157e308, None, None, None, -0.0, 0.0, 1e-300, 2.5],
+    ]
+    outs = [_IndicatorsOut(1, "BRK.B", "1m", ts, 123.456, *row) for row in rows]
+    lines = msgspec.json.Encoder().encode_lines(outs).split(b"\n")[:-1]
+    for row, line in zip(rows, lines):
+        message = Indicators(symbol="BRK.B", interval="1m", ts=ts, close=123.456, **dict(zip(INDICATOR_FIELDS, row)))
+        assert line == codec.encode(message)
+        assert codec.decode(line) == message

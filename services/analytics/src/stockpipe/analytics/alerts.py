@@ -261,12 +261,16 @@ class AlertState:
             if last is not None and index - last <= cfg.cooldown_bars:
                 continue
             self._last_fired[rule] = index
-            alerts.append(Alert(
-                id=alert_id(bar.symbol, bar.interval, bar.ts, rule), symbol=bar.symbol,
-                interval=bar.interval, ts=bar.ts, rule=rule, value=value, threshold=threshold,
-                message=self._message(rule, bar, value, threshold),
-            ))
+            alerts.append(self.alert(rule, bar, value, threshold))
         return alerts
+
+    def alert(self, rule: str, bar: Bar, value: float, threshold: float) -> Alert:
+        """The Alert ``rule`` raises on ``bar``."""
+        return Alert(
+            id=alert_id(bar.symbol, bar.interval, bar.ts, rule), symbol=bar.symbol,
+            interval=bar.interval, ts=bar.ts, rule=rule, value=value, threshold=threshold,
+            message=self._message(rule, bar, value, threshold),
+        )
 
     def _evaluate(self, rule: str, bar: Bar, v: Sequence[float | None], prev_close: float | None,
                   baseline: float | None) -> tuple[int, float, float] | None:

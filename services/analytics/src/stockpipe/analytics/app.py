@@ -1,8 +1,10 @@
 """Analytics: ``raw`` → indicators and alerts, as a handler of the shared consume loop.
 
-Per batch: each decoded bar updates its series and publishes its indicator message and
-alerts keyed by symbol; a bar the state cannot take (one that would make an indicator
-non-finite) is rejected with its reason and leaves the state untouched. The loop commits
+Per batch: the processor takes the decoded bars at once (:meth:`Processor.process_many`:
+each series' bars in order, the seeded series advanced together in numpy columns), and the
+batch's indicator messages are encoded in one call and queued in one loop, keyed by symbol,
+then its alerts; a bar the state cannot take (one that would make an indicator non-finite)
+is rejected with its reason and leaves the state untouched. The loop commits
 the batch's offsets once Kafka acknowledged every output (the publisher retries forever,
 ``message.timeout.ms=0``, so an outage is waited out without losing an output).
 
@@ -21,7 +23,9 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import datetime
 
+import msgspec
 from prometheus_client import Counter
 
 from stockpipe.analytics.processor import Processor
@@ -47,6 +51,34 @@ _BATCH_SECONDS = PROCESSING_SECONDS.labels("analytics_batch")
 _REBUILD_SECONDS = PROCESSING_SECONDS.labels("analytics_rebuild")
 
 _BARS = Codec(Bar)
+_REPLAY_CHUNK = 10_000  # bars per process_many call while rebuilding state
+
+
+class _IndicatorsOut(msgspec.Struct):
+    """An indicators message as analytics writes it: the fields of :class:`Indicators` in its
+    order, built positionally and without its checks (the bar passed them at decode and the
+    values are finite by construction). Encodes to the same bytes (tests/unit/analytics)."""
+
+    v: int
+    symbol: str
+    interval: str
+    ts: datetime
+    close: float
+    rsi: float | None
+    sma_short: float | None
+    sma_long: float | None
+    ema_short: float | None
+    ema_long: float | None
+    bb_upper: float | None
+    bb_middle: float | None
+    bb_lower: float | None
+    macd: float | None
+    macd_signal: float | None
+    macd_hist: float | None
+    volatility: float | None
+
+
+assert _IndicatorsOut.__struct_fields__ == Indicators.__struct_fields__
 
 
 def _parts(partitions: list[TopicPartition]) -> str:
@@ -69,30 +101,31 @@ class AnalyticsHandler(Handler):
         self.out_indicators = settings.topic("indicators")
         self.out_alerts = settings.topic("alerts")
         self.rebuilding = False
-        self._encode_ind = Codec(Indicators).encode
+        self._encode_lines = msgspec.json.Encoder().encode_lines  # JSON never holds a raw newline
         self._encode_alert = Codec(Alert).encode
 
     def handle(self, batch: Batch) -> None:
         start = time.perf_counter()
-        publish, process = self.publisher.publish, self.processor.process
-        out_ind, out_alerts, encode_ind, encode_alert = (self.out_indicators, self.out_alerts,
-                                                         self._encode_ind, self._encode_alert)
+        items = batch.items
         late, dups = self.processor.late, self.processor.duplicates
-        alert_count = 0
-        for msg, bar in batch.items:
-            try:
-                indicators, alerts = process(bar, msg.partition())
-            except InvalidMessage as exc:  # the state cannot take it; it is left untouched
-                batch.rejected.append((msg, exc))
-                continue
-            if indicators is not None:
-                publish(out_ind, encode_ind(indicators), bar.symbol)
-                for alert in alerts:
-                    publish(out_alerts, encode_alert(alert), bar.symbol)
-                    ALERTS.labels(alert.rule).inc()
-                    alert_count += 1
+        results = self.processor.process_many([bar for _, bar in items], [msg.partition() for msg, _ in items])
+        out, keys, alerts = [], [], []
+        for (msg, bar), result in zip(items, results):
+            if type(result) is tuple:
+                values, raised = result
+                out.append(_IndicatorsOut(1, bar.symbol, bar.interval, bar.ts, bar.close, *values))
+                keys.append(bar.symbol)
+                if raised:
+                    alerts += raised
+            elif result is not None:  # the state cannot take it; it is left untouched
+                batch.rejected.append((msg, result))
+        if out:
+            self.publisher.publish_many(self.out_indicators, self._encode_lines(out).split(b"\n")[:-1], keys)
+        for alert in alerts:
+            self.publisher.publish(self.out_alerts, self._encode_alert(alert), alert.symbol)
+            ALERTS.labels(alert.rule).inc()
         self.publisher.poll(0)  # serve delivery reports: the queue never fills up
-        self.progress.add(alerts=alert_count)
+        self.progress.add(alerts=len(alerts))
         LATE_BARS.inc(self.processor.late - late)
         DUPLICATE_BARS.inc(self.processor.duplicates - dups)
         _BATCH_SECONDS.observe(time.perf_counter() - start)
@@ -121,16 +154,34 @@ class AnalyticsHandler(Handler):
                         time.perf_counter() - start)
 
     def _replay_with_retries(self, partitions: list[TopicPartition], consumer: BatchConsumer) -> int:
-        decode, process = _BARS.decode, self.processor.process
+        """Replay through :meth:`Processor.process_many` in chunks, publishing nothing."""
+        decode, processor = _BARS.decode, self.processor
+        bars: list[Bar] = []
+        parts: list[int] = []
+
+        def run() -> None:
+            processor.process_many(bars, parts)  # what it rejected went to the dead-letter topic the first time
+            bars.clear()
+            parts.clear()
 
         def feed(msg: Message) -> None:
             try:
-                process(decode(msg.value(), received_at(msg)), msg.partition())
+                bars.append(decode(msg.value(), received_at(msg)))
+                parts.append(msg.partition())
             except InvalidMessage:
-                pass  # it went to the dead-letter topic the first time
+                return
+            if len(bars) >= _REPLAY_CHUNK:
+                run()
 
-        return rebuild_state(self.settings, consumer, partitions, feed, drop=self.processor.drop_partitions,
-                             shutdown=self.shutdown, beat=self.health.beat)
+        def drop(partitions: set[int]) -> object:
+            bars.clear()  # a failed attempt's tail: the next one starts clean
+            parts.clear()
+            return processor.drop_partitions(partitions)
+
+        fed = rebuild_state(self.settings, consumer, partitions, feed, drop=drop,
+                            shutdown=self.shutdown, beat=self.health.beat)
+        run()
+        return fed
 
     def check_ready(self) -> None:
         """Readiness: not while a state rebuild is under way (its partitions emit nothing yet)."""
