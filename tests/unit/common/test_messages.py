@@ -305,3 +305,22 @@ def test_future_is_judged_against_the_message_time_too() -> None:
     assert fc.decode(data, received_at=received + 10 * 60)
     with pytest.raises(InvalidMessage, match="future"):
         fc.decode(data, received_at=received)
+
+
+def test_alert_id_is_uuid5_of_its_fields() -> None:
+    # alert_id spells uuid5 out for speed: it must stay the same string for any input.
+    import random
+    import uuid
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from stockpipe.common.messages import _ALERT_NAMESPACE, alert_id
+
+    rng = random.Random(3)
+    for _ in range(2000):
+        symbol = "".join(rng.choice("ABCXYZ019.^=-") for _ in range(rng.randint(1, 15)))
+        ts = datetime(1900, 1, 1, tzinfo=UTC) + timedelta(seconds=rng.randint(0, 80_000_000 * 60), microseconds=rng.choice([0, 7]))
+        if rng.random() < 0.3:
+            ts = ts.astimezone(timezone(timedelta(hours=rng.randint(-12, 12))))
+        interval, rule = rng.choice(["1m", "5m", "1h", "1d", "1wk"]), rng.choice(["price_change", "rsi_oversold", "é"])
+        utc = ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        assert alert_id(symbol, interval, ts, rule) == str(uuid.uuid5(_ALERT_NAMESPACE, f"{symbol}|{interval}|{utc}|{rule}"))

@@ -107,8 +107,9 @@ class Handler:
         batch = Batch(messages)
         items, rejected, codecs = batch.items, batch.rejected, self.codecs
         for msg in messages:
+            kind, ms = msg.timestamp()  # received_at(msg), inline: this runs for every message
             try:
-                items.append((msg, codecs[msg.topic()].decode(msg.value(), received_at(msg))))
+                items.append((msg, codecs[msg.topic()].decode(msg.value(), ms / 1000.0 if kind else None)))
             except InvalidMessage as exc:
                 rejected.append((msg, exc))
         return batch

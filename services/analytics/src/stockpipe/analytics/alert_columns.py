@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from stockpipe.analytics.alerts import RULES, AlertConfig, AlertState
+from stockpipe.analytics.indicators.columns import _selector
 from stockpipe.common.messages import Alert, Bar
 
 __all__ = ["AlertColumns"]
@@ -87,36 +88,36 @@ class AlertColumns:
         emitted (its rules are then not evaluated, as AlertState with ``None``).
         """
         cfg, w = self.config, self.window
-        index = self.count[cols]
-        prev = self.prev[cols]
+        sel = _selector(cols)  # a slice for a contiguous run of columns: views, not copies
+        index = self.count[sel].copy()
+        prev = self.prev[sel].copy()
 
         # Volume baseline: mean of the window before this bar; none while a volume in it is 0.
-        ring = self.volumes[:, cols]
+        ring = self.volumes[:, sel]
         has_base = (index >= w) & (ring.min(axis=0) > 0)
         baseline = ring.sum(axis=0) / w  # exact int64 sums, one rounding: Python's int / int
         for j in np.flatnonzero(has_base & (ring.max(axis=0) * float(w) >= _EXACT)).tolist():
             baseline[j] = sum(ring[:, j].tolist()) / w  # large volumes: Python's exact integers
-        pos = self.vpos[cols]
+        pos = self.vpos[sel].copy()
         self.volumes[pos, cols] = volumes
         pos += 1
         pos[pos == w] = 0
-        self.vpos[cols] = pos
-        self.count[cols] = index + 1
-        self.prev[cols] = closes
+        self.vpos[sel] = pos
+        self.count[sel] = index + 1
+        self.prev[sel] = closes
 
-        limits = self.limits[:, cols]
+        limits = self.limits[:, sel]
         for r, rule in enumerate(self.rules):
-            with np.errstate(divide="ignore", invalid="ignore"):  # a ratio without a baseline is not evaluated
-                evaluated, holds, value, threshold = self._evaluate(rule, cfg, values, closes, prev, volumes,
-                                                                    baseline, has_base, limits)
-            was = self.state[r, cols]
+            evaluated, holds, value, threshold = self._evaluate(rule, cfg, values, closes, prev, volumes,
+                                                                baseline, has_base, limits)
+            was = self.state[r, sel]
             starts = evaluated & (holds != 0) & (was != _UNSEEN) & (holds != was)
-            self.state[r, cols] = np.where(evaluated, holds, was)
+            self.state[r, sel] = np.where(evaluated, holds, was)
             if not starts.any():
                 continue
-            last = self.fired[r, cols]
+            last = self.fired[r, sel]
             fire = starts & (index - last > cfg.cooldown_bars)
-            self.fired[r, cols] = np.where(fire, index, last)
+            self.fired[r, sel] = np.where(fire, index, last)
             for j in np.flatnonzero(fire).tolist():
                 i, sender = at[j], self.senders[int(cols[j])]
                 if rule in _CONFIGURED:  # the config's own number, as AlertState passes it
@@ -140,7 +141,8 @@ class AlertColumns:
             state = (change > limits[0]).astype(np.int8) - (change < -limits[0]).astype(np.int8)
             return np.ones(len(closes), dtype=bool), state, change, limits[0]
         if rule == "volume_spike":
-            ratio = volumes / baseline
+            with np.errstate(divide="ignore", invalid="ignore"):  # a ratio without a baseline is not evaluated
+                ratio = volumes / baseline
             return has_base, (ratio > cfg.volume_change_threshold).astype(np.int8), ratio, None
         if rule in ("macd_cross_up", "macd_cross_down"):
             macd, signal = v[8], v[9]

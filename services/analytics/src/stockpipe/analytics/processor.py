@@ -158,8 +158,9 @@ class Processor:
                      q_rank: list[int], q_at: list[int], results: list) -> None:
         """Advance the columns rank by rank; write each bar's values and alerts into ``results``."""
         rank = np.array(q_rank, dtype=np.int64)
-        order = np.argsort(rank, kind="stable")
-        cols = np.array(q_col, dtype=np.int64)[order]
+        cols = np.array(q_col, dtype=np.int64)
+        order = np.lexsort((cols, rank))  # by rank, then column: runs of columns index as views
+        cols = cols[order]
         closes = np.array(q_close, dtype=np.float64)[order]
         volumes = np.array(q_volume, dtype=np.int64)[order]
         at = np.array(q_at, dtype=np.int64)[order].tolist()

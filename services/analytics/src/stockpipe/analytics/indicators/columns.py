@@ -26,10 +26,20 @@ from math import fsum, log
 
 import numpy as np
 
-from stockpipe.analytics.indicators.numerics import _M2_DROP, _RECOMPUTE_MASK, _k, _m2
+from stockpipe.analytics.indicators.numerics import _M2_DROP, _RECOMPUTE_MASK, _k
 from stockpipe.analytics.indicators.state import IndicatorConfig, IndicatorState
 
 __all__ = ["IndicatorColumns"]
+
+
+def _selector(cols: np.ndarray) -> slice | np.ndarray:
+    """Distinct ascending ``cols`` as a slice when they are a contiguous run (indexing then
+    makes views, not copies), else the array itself."""
+    if len(cols):
+        first, last = cols[[0, -1]].tolist()
+        if last - first == len(cols) - 1:
+            return slice(first, last + 1)
+    return cols
 
 # Rows of the scalar state matrix, in IndicatorState._st order after pos, rpos and n.
 _PREV, _SPS, _SPL, _SPB, _BM, _M2B, _LB, _SPV, _VM, _M2V, _LV, _GAIN, _LOSS, _ES, _EL, _MF, _MS, _SIG = range(18)
@@ -104,7 +114,8 @@ class IndicatorColumns:
     # -- one bar for each of some columns ----------------------------------------------------------------------
 
     def update(self, cols: np.ndarray, closes: np.ndarray) -> np.ndarray:
-        """Feed ``closes[j]`` to column ``cols[j]`` (columns distinct, closes in the domain).
+        """Feed ``closes[j]`` to column ``cols[j]`` (columns distinct and ascending, closes in
+        the domain).
 
         Returns a (12, len(cols)) array of the values in ``INDICATOR_FIELDS`` order, before
         any calculation-frequency gating (the caller applies it with the bar counts).
@@ -113,11 +124,14 @@ class IndicatorColumns:
         ps, pl, pb, pv, width, cap = cfg.sma_short, cfg.sma_long, cfg.bollinger_period, cfg.volatility_period, \
             self.width, self.capacity
         c = closes
-        st = self.st[:, cols]  # a copy: computed on, then written back whole
-        prev = st[_PREV]
-        n = self.n[cols] + 1
-        pos = self.pos[cols]
-        rpos = self.rpos[cols]
+        sel = _selector(cols)
+        # The state of these columns: a view when they are a contiguous run (sorted columns of
+        # series that all have a bar: the usual case), else a copy written back at the end.
+        st = self.st[:, sel] if type(sel) is slice else np.take(self.st, cols, axis=1)
+        prev = st[_PREV].copy()
+        n = self.n[sel] + 1
+        pos = self.pos[sel].copy()
+        rpos = self.rpos[sel].copy()
         r = np.fromiter(map(log, (c / prev).tolist()), np.float64, len(c))  # libm's log, as the scalar path
         refresh = np.flatnonzero((n & _RECOMPUTE_MASK) == 0)
 
@@ -135,19 +149,19 @@ class IndicatorColumns:
         mid = t / pb
         st[_SPB] = t - ring[((pos - pb + 1) % width) * cap + cols]
         m2b = st[_M2B] + (c - old) * ((c - mid) + (old - st[_BM]))
-        self._floor(m2b, st[_LB], lambda j: self._tail(self.ring, int(pos[j]), int(cols[j]), pb))
+        _floor(m2b, st[_LB], lambda j: _tails(self.ring, pos[j], cols[j], pb))
         st[_M2B] = m2b
         st[_BM] = mid
-        for j in refresh.tolist():
-            p, col = int(pos[j]), int(cols[j])
-            st[_SPS, j] = fsum(self._tail(self.ring, p, col, ps - 1))
-            st[_SPL, j] = fsum(self._tail(self.ring, p, col, pl - 1))
-            st[_SPB, j] = fsum(self._tail(self.ring, p, col, pb - 1))
-            st[_M2B, j] = m2 = _m2(self._tail(self.ring, p, col, pb))
-            st[_LB, j] = m2 * _M2_DROP
+        if len(refresh):  # exact sums and M2 (all the series of a steady feed refresh on the same bar)
+            longest = max(ps - 1, pl - 1, pb)
+            tails = _tails(self.ring, pos[refresh], cols[refresh], longest)
+            for row, k in ((_SPS, ps - 1), (_SPL, pl - 1), (_SPB, pb - 1)):
+                st[row, refresh] = _fsums(tails[longest - k:])
+            st[_M2B, refresh] = m2 = _m2s(tails[longest - pb:])
+            st[_LB, refresh] = m2 * _M2_DROP
         pos += 1
         pos[pos == width] = 0
-        self.pos[cols] = pos
+        self.pos[sel] = pos
         half = np.sqrt(np.maximum(st[_M2B], 0.0) / pb) * float(cfg.bollinger_std)
 
         # Log returns.
@@ -159,17 +173,16 @@ class IndicatorColumns:
         mean_r = t / pv
         st[_SPV] = t - rring[((rpos - pv + 1) % pv) * cap + cols]
         m2v = st[_M2V] + (r - old) * ((r - mean_r) + (old - st[_VM]))
-        self._floor(m2v, st[_LV], lambda j: self.rring[:, int(cols[j])].tolist())
+        _floor(m2v, st[_LV], lambda j: self.rring[:, cols[j]])
         st[_M2V] = m2v
         st[_VM] = mean_r
-        for j in refresh.tolist():
-            col = int(cols[j])
-            st[_SPV, j] = fsum(self._tail(self.rring, int(rpos[j]), col, pv - 1))
-            st[_M2V, j] = m2 = _m2(self.rring[:, col].tolist())
-            st[_LV, j] = m2 * _M2_DROP
+        if len(refresh):
+            st[_SPV, refresh] = _fsums(_tails(self.rring, rpos[refresh], cols[refresh], pv - 1))
+            st[_M2V, refresh] = m2 = _m2s(self.rring[:, cols[refresh]])
+            st[_LV, refresh] = m2 * _M2_DROP
         rpos += 1
         rpos[rpos == pv] = 0
-        self.rpos[cols] = rpos
+        self.rpos[sel] = rpos
 
         # RSI (Wilder).
         change = c - prev
@@ -193,8 +206,9 @@ class IndicatorColumns:
         st[_SIG] = (line - st[_SIG]) * self._ksig + st[_SIG]
 
         st[_PREV] = c
-        self.st[:, cols] = st
-        self.n[cols] = n
+        if type(sel) is not slice:
+            self.st[:, cols] = st
+        self.n[sel] = n
 
         out = np.empty((12, len(c)))
         out[0] = rsi
@@ -211,16 +225,33 @@ class IndicatorColumns:
         out[11] = np.sqrt(np.maximum(st[_M2V], 0.0) / pv)
         return out
 
-    @staticmethod
-    def _floor(m2: np.ndarray, lb: np.ndarray, window) -> None:
-        """IndicatorState's floor rule, in place: raise the floor, or recompute a collapsed M2."""
-        floor = m2 * _M2_DROP
-        up = floor > lb
-        np.copyto(lb, floor, where=up)
-        for j in np.flatnonzero(~up & (m2 < lb)).tolist():
-            m2[j] = exact = _m2(window(j))
-            lb[j] = exact * _M2_DROP
 
-    def _tail(self, ring: np.ndarray, last: int, col: int, k: int) -> list[float]:
-        """The k values of column ``col``'s ring ending at slot ``last`` (oldest first)."""
-        return ring[np.arange(last - k + 1, last + 1) % ring.shape[0], col].tolist()
+
+def _floor(m2: np.ndarray, lb: np.ndarray, window) -> None:
+    """IndicatorState's floor rule, in place: raise the floor, or recompute a collapsed M2
+    exactly from ``window(columns)`` (the values of those columns' windows)."""
+    floor = m2 * _M2_DROP
+    up = floor > lb
+    np.copyto(lb, floor, where=up)
+    down = np.flatnonzero(~up & (m2 < lb))
+    if len(down):
+        m2[down] = exact = _m2s(window(down))
+        lb[down] = exact * _M2_DROP
+
+
+def _tails(ring: np.ndarray, last: np.ndarray, cols: np.ndarray, k: int) -> np.ndarray:
+    """(k, len(cols)): the k ring values of each column ending at its slot ``last``, oldest first."""
+    rows = (last[None, :] + np.arange(1 - k, 1)[:, None]) % ring.shape[0]
+    return ring[rows, cols[None, :]]
+
+
+def _fsums(a: np.ndarray) -> np.ndarray:
+    """Exact (``math.fsum``) sum of each column."""
+    return np.array([fsum(col) for col in a.T.tolist()])
+
+
+def _m2s(a: np.ndarray) -> np.ndarray:
+    """:func:`~stockpipe.analytics.indicators.numerics._m2` of each column: the same operations."""
+    shifted = a - a.min(axis=0)
+    dev = shifted - _fsums(shifted) / a.shape[0]
+    return _fsums(dev * dev)
