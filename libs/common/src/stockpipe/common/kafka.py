@@ -311,22 +311,22 @@ class BatchConsumer:
             batch = self._consumer.consume(max_messages, timeout)
         except KafkaException as exc:
             raise TransientError(f"consume failed: {exc}") from exc
-        good: list[Message] = []
-        counts: _Tally[str] = _Tally()
-        for msg in batch:
-            err = msg.error()
-            if err is None:
-                good.append(msg)
-                counts[msg.topic()] += 1
-            elif err.code() == KafkaError._PARTITION_EOF:
-                continue
-            elif err.fatal():
-                raise KafkaException(err)
-            else:
+        good = [msg for msg in batch if msg.error() is None]
+        if len(good) < len(batch):
+            for msg in batch:
+                err = msg.error()
+                if err is None or err.code() == KafkaError._PARTITION_EOF:
+                    continue
+                if err.fatal():
+                    raise KafkaException(err)
                 ERRORS.labels("kafka_consume").inc()
                 logger.warning("consumer error: %s", err.str())
-        for topic, n in counts.items():
-            MESSAGES_CONSUMED.labels(topic).inc(n)
+        if len(self.topics) == 1:
+            if good:
+                MESSAGES_CONSUMED.labels(self.topics[0]).inc(len(good))
+        else:
+            for topic, n in _Tally(msg.topic() for msg in good).items():
+                MESSAGES_CONSUMED.labels(topic).inc(n)
         return good
 
     def commit(self, messages: Iterable[Message], asynchronous: bool = False) -> None:

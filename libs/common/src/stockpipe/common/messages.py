@@ -320,7 +320,7 @@ def _price_error(**prices: float) -> ValueError:
     return ValueError(f"out_of_range: a price is outside {_PMIN:g}..{_PMAX:g}")  # callers saw one: not reached
 
 
-class Bar(msgspec.Struct, frozen=True, kw_only=True):
+class Bar(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """One final OHLCV bar on ``raw``; ``ts`` is the bar's start, ``volume`` in shares."""
 
     v: Literal[1] = 1
@@ -378,7 +378,7 @@ INDICATOR_FIELDS = (
 )
 
 
-class Indicators(msgspec.Struct, frozen=True, kw_only=True):
+class Indicators(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """Indicator values for one bar on ``indicators``; ``None`` while warming up."""
 
     v: Literal[1] = 1
@@ -421,7 +421,7 @@ def _not_finite(name: str, x: float) -> ValueError:
 _INF = math.inf  # JSON cannot spell a non-finite float: only Python-built messages need the checks
 
 
-class Alert(msgspec.Struct, frozen=True, kw_only=True):
+class Alert(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """One alert on ``alerts``; ``id`` comes from :func:`alert_id` so replays dedupe."""
 
     v: Literal[1] = 1
@@ -450,7 +450,7 @@ class Alert(msgspec.Struct, frozen=True, kw_only=True):
         _check_bar_time(self, self.ts, self.interval)
 
 
-class ForecastPoint(msgspec.Struct, frozen=True, kw_only=True):
+class ForecastPoint(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """One forecast step: the bar start it predicts, the point forecast and its interval."""
 
     ts: Timestamp

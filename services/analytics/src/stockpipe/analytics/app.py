@@ -54,7 +54,7 @@ _BARS = Codec(Bar)
 _REPLAY_CHUNK = 10_000  # bars per process_many call while rebuilding state
 
 
-class _IndicatorsOut(msgspec.Struct):
+class _IndicatorsOut(msgspec.Struct, gc=False):
     """An indicators message as analytics writes it: the fields of :class:`Indicators` in its
     order, built positionally and without its checks (the bar passed them at decode and the
     values are finite by construction). Encodes to the same bytes (tests/unit/analytics)."""
