@@ -4,11 +4,20 @@
 
 1. starts Kafka and PostgreSQL with deploy/local/infra.sh (state in .local/bench);
 2. publishes N synthetic bars (500 symbols) to ``raw`` with the real producer;
-3. starts the real ingestor and samples the rows it has stored over time: the sustained
-   rate is measured from 5 % to 100 % of the rows (start-up and group join excluded);
-4. the reference, in the same run and database: the same rows as one prebuilt COPY text
+3. starts the real ingestor and samples its committed offsets over time (an offset is
+   committed once its row is durable in PostgreSQL): the sustained rate is measured from 5 %
+   to 100 % of the rows (start-up and group join excluded). Not pg_stat's n_tup_ins: a busy
+   backend reports it every second and an idle one only after 10 s, which understated
+   short runs by seconds;
+4. replay: a second ingestor in a new consumer group reads the whole topic again, so every
+   row is already stored (the conflict path: COPY into a staging table, then
+   ``INSERT ... ON CONFLICT DO NOTHING``); its rate is that of its committed offsets, from
+   5 % to 100 % of the messages;
+5. the reference, in the same run and database: the same rows as one prebuilt COPY text
    buffer into an empty table of the same definition (primary key included), committed
    with fsync on: the physical ceiling of getting these rows into PostgreSQL.
+
+The machine's load average is recorded before and after each phase.
 
 Writes bench/results/ingest.json and bench/results/ingest.md.
 """
@@ -37,11 +46,6 @@ from harness import Stack, bench_stack, wait_for  # noqa: E402
 RESULTS = REPO / "bench" / "results"
 
 
-def inserted(stack: Stack) -> int:
-    # Cumulative inserts from the statistics collector: cheap, unlike count(*) on a big table.
-    return stack.scalar("SELECT coalesce(n_tup_ins, 0) FROM pg_stat_user_tables WHERE relname = 'price_bars'")
-
-
 def cpu_seconds(match: str) -> float:
     """user+system CPU seconds of every process whose command line contains ``match``."""
     total = 0.0
@@ -64,6 +68,24 @@ def machine_cpu_seconds() -> float:
     """Busy CPU seconds of the whole machine (all cores) from /proc/stat."""
     user, nice, system, idle, iowait, irq, softirq, steal = map(int, Path("/proc/stat").read_text().split()[1:9])
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def committed_total(stack: Stack, group: str) -> int:
+    """Messages of ``raw`` whose offsets ``group`` has committed (its output is durable)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    topic = stack.topic("raw")
+    consumer = Consumer({"bootstrap.servers": stack.bootstrap, "group.id": group})
+    try:
+        parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        offsets = consumer.committed([TopicPartition(topic, p) for p in parts], timeout=10)
+    finally:
+        consumer.close()
+    return sum(max(0, tp.offset) for tp in offsets)
+
+
+def load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
 
 
 def copy_reference(stack: Stack, lines: bytes, repeats: int) -> list[float]:
@@ -103,6 +125,7 @@ def main() -> int:
         produce_s = time.perf_counter() - t0
         print(f"published {n} bars in {produce_s:.1f}s ({n / produce_s:,.0f}/s, producer process incl. start-up)")
 
+        loads = {"ingest": [load()]}
         parties = {"ingestor": "stockpipe.ingestor", "kafka": "kafka.Kafka"}
         cpu_before = {k: cpu_seconds(m) for k, m in parties.items()}
         machine_before = machine_cpu_seconds()
@@ -110,7 +133,7 @@ def main() -> int:
         samples: list[tuple[float, int]] = []
 
         def done() -> bool:
-            samples.append((time.perf_counter(), inserted(stack)))
+            samples.append((time.perf_counter(), committed_total(stack, "stockpipe-ingestor")))
             return samples[-1][1] >= n
 
         wait_for(done, 900, interval=0.25, what=f"{n} rows")
@@ -124,7 +147,27 @@ def main() -> int:
         lo = next(s for s in samples if s[1] >= 0.05 * n)
         hi = next(s for s in samples if s[1] >= n)
         ingest_rate = (hi[1] - lo[1]) / (hi[0] - lo[0])
+        loads["ingest"].append(load())
         print(f"ingestor: {ingest_rate:,.0f} rows/s sustained")
+
+        # Replay: every row is already stored.
+        loads["replay"] = [load()]
+        group = "bench-replay"
+        replayer = stack.start("ingestor", INGESTOR_BATCH_SIZE=str(args.batch_size), INGESTOR_GROUP_ID=group)
+        replayed: list[tuple[float, int]] = []
+
+        def replay_done() -> bool:
+            replayed.append((time.perf_counter(), committed_total(stack, group)))
+            return replayed[-1][1] >= n
+
+        wait_for(replay_done, 900, interval=0.5, what=f"{n} messages replayed")
+        assert replayer.terminate() == 0
+        assert stack.scalar("SELECT count(*) FROM price_bars") == n
+        lo = next(s for s in replayed if s[1] >= 0.05 * n)
+        hi = next(s for s in replayed if s[1] >= n)
+        replay_rate = (hi[1] - lo[1]) / (hi[0] - lo[0])
+        loads["replay"].append(load())
+        print(f"replay of stored rows: {replay_rate:,.0f} rows/s sustained")
 
         # The same rows, formatted exactly as they are stored, outside the timed part.
         codec = Codec(Bar)
@@ -134,13 +177,16 @@ def main() -> int:
             buf.write(f"{b.symbol}\t{b.interval}\t{b.ts.isoformat()}\t{b.open!r}\t{b.high!r}\t{b.low!r}"
                       f"\t{b.close!r}\t{b.volume}\t{b.source}\n")
         lines = buf.getvalue().encode()
+        loads["copy"] = [load()]
         copy_times = copy_reference(stack, lines, repeats=3)
+        loads["copy"].append(load())
         copy_rate = n / sorted(copy_times)[1]
         print(f"COPY reference: {copy_rate:,.0f} rows/s (median of 3)")
     finally:
         stack.destroy()
 
     ratio = ingest_rate / copy_rate
+    replay_ratio = replay_rate / copy_rate
     result = {
         "benchmark": "ingest",
         "command": f"make bench  (.venv/bin/python bench/ingest.py --bars {n} --symbols {args.symbols}"
@@ -153,7 +199,10 @@ def main() -> int:
         "copy_rows_per_s": round(copy_rate),
         "copy_seconds": [round(t, 3) for t in copy_times],
         "ratio_to_copy": round(ratio, 3),
-        "target_ratio": 0.5,
+        "replay_rows_per_s": round(replay_rate),
+        "replay_ratio_to_copy": round(replay_ratio, 3),
+        "targets": {"new_rows_ratio": 0.85, "replay_ratio": 0.5},
+        "load_average_before_after": loads,
         "producer_bars_per_s": round(n / produce_s),
         "ingest_cpu_us_per_row": cpu_us_per_row,
         "ingestor_batch_size": args.batch_size,
@@ -163,13 +212,15 @@ def main() -> int:
     table = (
         "| what | rows/s | vs COPY |\n|---|---:|---:|\n"
         f"| stockpipe ingestor, Kafka `raw` → `price_bars` (sustained) | {ingest_rate:,.0f} | {ratio:.0%} |\n"
+        f"| stockpipe ingestor, replay of stored rows (conflict path) | {replay_rate:,.0f} | {replay_ratio:.0%} |\n"
         f"| PostgreSQL `COPY` of the same rows, prebuilt buffer (reference) | {copy_rate:,.0f} | 100% |\n"
     )
     (RESULTS / "ingest.md").write_text(
         f"Ingest benchmark, {n:,} bars of {args.symbols} symbols, {result['when']}, "
         f"`{result['command']}`\n\n{table}")
     print(table)
-    print("target: ingestor >= 50% of COPY:", "met" if ratio >= 0.5 else "NOT met")
+    print("targets: new rows >= 85% of COPY:", "met" if ratio >= 0.85 else "NOT met",
+          "| replay >= 50% of COPY:", "met" if replay_ratio >= 0.5 else "NOT met")
     return 0
 
 

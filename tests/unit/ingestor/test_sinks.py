@@ -49,13 +49,13 @@ def test_bar_row_is_copy_text_in_column_order() -> None:
     assert SINKS["raw"].writer.columns == ("symbol", "ts", "interval", "open", "high", "low", "close", "volume", "source")
 
 
-def test_duplicate_keys_in_a_batch_keep_the_first_version() -> None:
-    # Bars are final (DESIGN.md): a re-sent bar with other values changes nothing, as in analytics.
+def test_duplicate_keys_in_a_batch_are_all_kept_as_rows() -> None:
+    # Bars are final (DESIGN.md): the first row of a key wins. The sink keeps every row in
+    # arrival order; the table writer's merge keeps the first (tests/integration/test_table_writer.py).
     batch = decode_batch([Msg("raw", bar(10.5)), Msg("raw", bar(10.7)), Msg("raw", bar(10.6, TS.replace(minute=31)))],
                          SINKS_BY_TOPIC)
     assert len(batch.rows["raw"]) == 3 and len(batch.messages) == 3
-    unique = SINKS["raw"].writer.unique(batch.rows["raw"])
-    assert [(r[2].minute, r[7]) for r in unique] == [(30, 10.5), (31, 10.6)]
+    assert [(r[2].minute, r[7]) for r in batch.rows["raw"]] == [(30, 10.5), (30, 10.7), (31, 10.6)]
 
 
 def test_invalid_messages_are_rejected_not_raised() -> None:

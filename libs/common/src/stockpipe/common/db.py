@@ -221,34 +221,26 @@ class TableWriter:
         self.key = tuple(key)
         self.plain = plain
         self.versioned = versioned
-        offset = 1 if versioned else 0
-        self._key_at = [self.columns.index(k) + offset for k in self.key]
         q = {c: f'"{c}"' for c in self.columns}  # "interval" is an SQL keyword
         cols = ", ".join(q.values())
         self._stage = f"_stage_{table}"
+        # _seq numbers the staged rows in arrival order: the merge inserts them in that order,
+        # so of two rows with one key in a batch the first wins, without deduplicating in Python.
         self._create_stage = (
             f"CREATE TEMP TABLE IF NOT EXISTS {self._stage} "
-            f"(LIKE {table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+            f"(LIKE {table} INCLUDING DEFAULTS, _seq bigint GENERATED ALWAYS AS IDENTITY) ON COMMIT DELETE ROWS"
         )
         self._copy_direct = f"COPY {table} ({cols}) FROM STDIN"
         self._copy_stage = f"COPY {self._stage} ({cols}) FROM STDIN"
         # The first row of a key wins (messages are final): a re-sent row changes nothing.
         self._merge = (
-            f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {self._stage} "
+            f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {self._stage} ORDER BY _seq "
             f"ON CONFLICT ({', '.join(q[c] for c in self.key)}) DO NOTHING"
         )
         self._upsert_batches_left = 0
 
     def format(self, rows: Sequence[Sequence[Any]]) -> bytes:
         return copy_text(rows, plain=self.plain, versioned=self.versioned)
-
-    def unique(self, rows: Sequence[Sequence[Any]]) -> list[Sequence[Any]]:
-        """One row per key, the first one winning (rows are in arrival order)."""
-        at = self._key_at
-        first: dict[tuple, Sequence[Any]] = {}
-        for r in rows:
-            first.setdefault(tuple(r[i] for i in at), r)
-        return list(first.values())
 
     def write(self, cur: psycopg2.extensions.cursor, rows: Sequence[Sequence[Any]], text: bytes | None = None) -> None:
         """Write ``rows`` idempotently; the first row of a key wins (stored, then in ``rows``).
@@ -273,7 +265,8 @@ class TableWriter:
         else:
             self._upsert_batches_left -= 1
         cur.execute(self._create_stage)
-        cur.copy_expert(self._copy_stage, io.BytesIO(self.format(self.unique(rows))), size=_COPY_CHUNK)
+        data = text if text is not None else self.format(rows)
+        cur.copy_expert(self._copy_stage, io.BytesIO(data), size=_COPY_CHUNK)
         cur.execute(self._merge)
 
 
