@@ -7,9 +7,13 @@
   ``update(close) -> value | None``;
 - :mod:`.state`: :class:`IndicatorConfig` and :class:`IndicatorState`, one symbol's whole set
   fused into one lean ``update`` that returns the 12 values in
-  :data:`stockpipe.common.messages.INDICATOR_FIELDS` order (what the analytics service runs);
-- :mod:`.batch`: :class:`IndicatorBatch`, many symbols at once with numpy, bit-identical to
-  IndicatorState (the benchmark and the tests use it).
+  :data:`stockpipe.common.messages.INDICATOR_FIELDS` order (the scalar path: warm-up, one
+  series, tests);
+- :mod:`.columns`: :class:`~.columns.IndicatorColumns`, the seeded states of many series as
+  numpy columns advanced a subset at a time, bit-identical to IndicatorState (what the
+  analytics service runs on a batch, through :class:`stockpipe.analytics.processor.Processor`);
+- :mod:`.batch`: :class:`IndicatorBatch`, many symbols in lockstep with numpy, bit-identical to
+  IndicatorState (backfills, the benchmark and the tests).
 
 Memory is bounded by the longest window (fixed-size ring buffers; nothing grows with the
 series).

@@ -34,7 +34,7 @@ class IndicatorBatch:
     """
 
     def __init__(self, symbols: int, config: IndicatorConfig | None = None, *, exact_log: bool = True) -> None:
-        import numpy as np  # optional dependency: only this class needs it
+        import numpy as np  # imported here: importing the package stays light for what needs only IndicatorState
 
         if not isinstance(symbols, int) or isinstance(symbols, bool) or symbols < 1:
             raise ValueError(f"symbols must be a positive integer, got {symbols!r}")
