@@ -43,7 +43,8 @@ deps: system-deps $(VENV)/.installed ## install what is missing: Java, Maven, Po
 system-deps:
 	@deploy/local/install-deps.sh
 
-$(VENV)/.installed: requirements-dev.txt $(PYPROJECTS)
+# The analytics kernel (C) is compiled at install: a change to it re-installs.
+$(VENV)/.installed: requirements-dev.txt $(PYPROJECTS) $(wildcard services/*/setup.py services/*/src/stockpipe/*/*.c)
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt

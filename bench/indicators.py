@@ -3,15 +3,18 @@
 The set: RSI(14), SMA(20), SMA(50), EMA(12), EMA(26), Bollinger(20, 2), MACD(12, 26, 9) and
 volatility (std dev of 20 log returns), for every bar, measured on the same seeded bars with:
 
-- stockpipe: ``IndicatorState.update`` (pure Python, one symbol's state per object);
+- stockpipe: ``IndicatorState.update`` (pure Python, one symbol's state per object: the
+  reference, and what a series runs while it warms up);
+- stockpipe kernel, per bar: ``IndicatorColumns.step``, one bar of one series per call through
+  the C kernel (the per-bar path);
 - talipp: its equivalent indicators, each ``add``-ed every bar (StdDev fed log returns);
 - TA-Lib recompute: the batch functions over the last 200 closes on every bar, keeping the
   last value (what most streaming projects do);
 - TA-Lib stream: TA-Lib 0.8's stateful ``talib.stream`` handles, ``update`` per bar;
 - stockpipe numpy: ``IndicatorBatch.update`` over all symbols at once (multi-symbol run only);
-- stockpipe columns: what the analytics service runs on a batch: each symbol warms up in its
-  IndicatorState, then moves into ``IndicatorColumns``, which advances every symbol's next bar
-  in one call (multi-symbol run only; warm-up included in the time).
+- stockpipe columns: what the analytics service runs on a batch: every symbol has a column of
+  ``IndicatorColumns`` from its first bar, and one call of the C kernel advances every
+  symbol's next bar (multi-symbol run only; warm-up included).
 
 Two runs: one symbol x 200k bars, and 500 symbols x 2000 bars fed bar by bar across
 symbols (as a consumer sees them). The slow peers (talipp, TA-Lib recompute) run on a
@@ -83,24 +86,41 @@ def run_numpy_batch(closes: np.ndarray, exact_log: bool = True) -> tuple[float, 
 
 
 def run_columns(closes: np.ndarray) -> tuple[float, int]:
+    """The service's batched path: every symbol in a column from its first bar (warm-up
+    included), each step advancing every symbol's next bar in one call of the C kernel."""
+    from stockpipe.analytics.indicators.columns import IndicatorColumns
+
+    n_sym, n_bars = closes.shape
+    steps = [np.ascontiguousarray(closes[:, t]) for t in range(n_bars)]
+    out = np.empty((n_sym, 12))
+    t0 = time.perf_counter()
+    columns = IndicatorColumns(capacity=n_sym)
+    cols = np.array([columns.new() for _ in range(n_sym)], dtype=np.int64)
+    for step in steps:
+        columns.update(cols, step, out)
+    return time.perf_counter() - t0, closes.size
+
+
+def run_kernel_step(closes: np.ndarray) -> tuple[float, int]:
+    """The per-bar path through the kernel: ``IndicatorColumns.step`` per bar (after warm-up)."""
     from stockpipe.analytics.indicators.columns import IndicatorColumns
 
     n_sym, n_bars = closes.shape
     warm = ind.IndicatorConfig().warmup_bars
-    data = closes.T.tolist()
-    steps = [np.ascontiguousarray(closes[:, t]) for t in range(warm, n_bars)]
-    cols = np.arange(n_sym)
-    t0 = time.perf_counter()
-    states = [ind.IndicatorState() for _ in range(n_sym)]
-    for row in data[:warm]:
-        for state, x in zip(states, row):
-            state.update(x)
     columns = IndicatorColumns(capacity=n_sym)
-    for state in states:
-        columns.add(state)
-    for step in steps:
-        columns.update(cols, step)
-    return time.perf_counter() - t0, closes.size
+    for k in range(n_sym):
+        columns.add(ind.IndicatorState.from_history(closes[k, :warm].tolist()))
+    data = closes[:, warm:].T.tolist()
+    step = columns.step
+    t0 = time.perf_counter()
+    if n_sym == 1:
+        for (x,) in data:
+            step(0, x)
+    else:
+        for row in data:
+            for k, x in enumerate(row):
+                step(k, x)
+    return time.perf_counter() - t0, (n_bars - warm) * n_sym
 
 
 def run_talipp(closes: np.ndarray) -> tuple[float, int]:
@@ -260,7 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     load_at_start = list(os.getloadavg())
     one = make_closes(1, args.bars, args.seed)
     many = make_closes(args.symbols, args.symbol_bars, args.seed + 1)
-    engines = [("stockpipe", run_stockpipe, None), ("talipp", run_talipp, "slow"),
+    engines = [("stockpipe", run_stockpipe, None), ("stockpipe kernel, per bar (IndicatorColumns.step)", run_kernel_step, None),
+               ("talipp", run_talipp, "slow"),
                ("TA-Lib recompute (last 200 bars)", run_talib_recompute, "slow")]
     if has_talib_stream():
         engines.append(("TA-Lib stream handles", run_talib_stream, None))

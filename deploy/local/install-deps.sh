@@ -43,6 +43,10 @@ check_all() {
   # Headless Chromium and its WebDriver: the dashboard's browser tests drive them.
   have chromium || need chromium "Chromium (the dashboard's browser tests)"
   have chromedriver || need chromium-driver "chromedriver for Chromium (the dashboard's browser tests)"
+  # The analytics package has a C extension: a C compiler and Python's headers build it.
+  have gcc || need gcc "a C compiler (gcc) for the analytics kernel"
+  python3 -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+    >/dev/null 2>&1 || need python3-dev "Python's C headers (python3-dev) for the analytics kernel"
   # Debian splits venv's bootstrap (ensurepip) into python3-venv; without it
   # `python3 -m venv` fails.
   if ! have python3; then

@@ -9,11 +9,11 @@ state bit for bit, which is how a restarted or rebalanced replica continues exac
 Duplicates: the first bar of a (symbol, interval, ts) wins, as everywhere (DESIGN.md): a
 re-sent bar with other values changes neither the indicators nor the alerts.
 
-Batches. :meth:`Processor.process_many` takes a polled batch at once: each series' bars are
-applied in order, a series warms up in its own :class:`IndicatorState` (the scalar path),
-and once every field is seeded its state moves into a column of :class:`IndicatorColumns`,
-which advances every series with a bar in the batch in one numpy step per rank (first
-bar of each, then the second, ...). The values are those of the scalar path, bit for bit
+Batches. :meth:`Processor.process_many` takes a polled batch at once: every series has a
+column of :class:`IndicatorColumns` and :class:`AlertColumns`, and the batch's bars go
+through the C kernel in one call each for the indicators and the alerts, in arrival order,
+so each series' bars are applied in order. The values are those of the pure-Python scalar
+path (:class:`IndicatorState`, :class:`AlertState`; ``batched=False``), bit for bit
 (tests/unit/analytics/test_processor.py feeds random interleavings through both).
 :meth:`Processor.process` is the same for one bar.
 
@@ -52,11 +52,11 @@ class UnprocessableBar(InvalidMessage):
 
 @dataclass(slots=True)
 class Series:
-    indicators: IndicatorState | None  # while warming up (or with batching off); None once in a column
+    indicators: IndicatorState | None  # the scalar path (batching off); None in a column
     alerts: AlertState | None          # the same
     last_ts: datetime
     partition: int
-    col: int = -1  # its column in Processor.columns once seeded
+    col: int = -1  # its column in Processor.columns (batching on)
 
 
 @dataclass
@@ -77,9 +77,6 @@ class Processor:
     def __post_init__(self) -> None:
         self.columns = IndicatorColumns(self.indicator_config)
         self.alert_columns = AlertColumns(self.alert_config)
-        self._last_warm = self.indicator_config.warmup_bars - 1
-        freqs = self.indicator_config.field_frequencies()
-        self._freqs = None if all(f == 1 for f in freqs) else np.array(freqs)
 
     def process(self, bar: Bar, partition: int = -1) -> tuple[Indicators | None, list[Alert]]:
         """The bar's indicator message and alerts; ``(None, [])`` for a duplicate or late bar.
@@ -108,13 +105,11 @@ class Processor:
         - an :class:`UnprocessableBar`: a close the state cannot take (state untouched).
         """
         results: list = [None] * len(bars)
-        series, columns, last_warm, batched = self.series, self.columns, self._last_warm, self.batched
-        q_col: list[int] = []    # bars for the columns: column, close, volume, rank in its series, index
+        series = self.series
+        q_col: list[int] = []    # bars for the columns, in order: column, close, volume, index in bars
         q_close: list[float] = []
         q_volume: list[int] = []
-        q_rank: list[int] = []
         q_at: list[int] = []
-        ranks: dict[int, int] = {}
         for i, bar in enumerate(bars):
             key = (bar.symbol, bar.interval)
             s = series.get(key)
@@ -131,58 +126,46 @@ class Processor:
                     f"close must be a number in {_CMIN:g}..{_CMAX:g}")
                 continue
             if s is None:
-                s = series[key] = Series(IndicatorState(self.indicator_config),
-                                         AlertState(self.alert_config.for_interval(bar.interval)), bar.ts,
-                                         partitions[i])
+                s = series[key] = self._new_series(bar, partitions[i])
             s.last_ts = bar.ts
             if s.col < 0:
                 v = s.indicators.update(close)
                 results[i] = (v, s.alerts.update(bar, v))
-                if batched and s.indicators.count > last_warm:
-                    s.col = columns.add(s.indicators)
-                    self.alert_columns.add(s.col, s.alerts)
-                    s.indicators = s.alerts = None
             else:
-                rank = ranks.get(s.col, 0)
-                ranks[s.col] = rank + 1
                 q_col.append(s.col)
                 q_close.append(close)
                 q_volume.append(bar.volume)
-                q_rank.append(rank)
                 q_at.append(i)
         if q_col:
-            self._run_columns(bars, q_col, q_close, q_volume, q_rank, q_at, results)
+            self._run_columns(bars, q_col, q_close, q_volume, q_at, results)
         return results
 
+    def _new_series(self, bar: Bar, partition: int) -> Series:
+        alerts = self.alert_config.for_interval(bar.interval)
+        if not self.batched:
+            return Series(IndicatorState(self.indicator_config), AlertState(alerts), bar.ts, partition)
+        col = self.columns.new()
+        self.alert_columns.new(col, alerts)
+        return Series(None, None, bar.ts, partition, col)
+
     def _run_columns(self, bars: Sequence[Bar], q_col: list[int], q_close: list[float], q_volume: list[int],
-                     q_rank: list[int], q_at: list[int], results: list) -> None:
-        """Advance the columns rank by rank; write each bar's values and alerts into ``results``."""
-        rank = np.array(q_rank, dtype=np.int64)
+                     q_at: list[int], results: list) -> None:
+        """Feed the queued bars to the columns in order; write each one's values and alerts into ``results``."""
         cols = np.array(q_col, dtype=np.int64)
-        order = np.lexsort((cols, rank))  # by rank, then column: runs of columns index as views
-        cols = cols[order]
-        closes = np.array(q_close, dtype=np.float64)[order]
-        volumes = np.array(q_volume, dtype=np.int64)[order]
-        at = np.array(q_at, dtype=np.int64)[order].tolist()
-        rows = np.empty((len(q_col), 12))
+        closes = np.array(q_close, dtype=np.float64)
+        values = self.columns.update(cols, closes)
         alerts: dict[int, list[Alert]] = {}
-        start = 0
-        for k in np.bincount(rank).tolist():  # rank 0 of every series, then rank 1, ...
-            end = start + k
-            part = cols[start:end]
-            values = self.columns.update(part, closes[start:end])
-            if self._freqs is not None:  # fields not due this bar: NaN here, None in the message
-                n = self.columns.n[part]
-                values[(n % self._freqs[:, None]) != 0] = np.nan
-            self.alert_columns.update(part, values, closes[start:end], volumes[start:end], bars, at[start:end],
-                                      alerts)
-            rows[start:end] = values.T
-            start = end
-        out = rows.tolist()
-        if self._freqs is not None:
-            out = [[None if x != x else x for x in row] for row in out]
-        for j, i in enumerate(at):
-            results[i] = (out[j], alerts.get(i, []))
+        self.alert_columns.update(cols, values, closes, np.array(q_volume, dtype=np.int64), bars, q_at, alerts)
+        out = values.tolist()
+        # Fields warming up or not due this bar: NaN here, None in the message.
+        for j in np.flatnonzero(np.isnan(values).any(axis=1)).tolist():
+            out[j] = [None if x != x else x for x in out[j]]
+        if alerts:
+            for j, i in enumerate(q_at):
+                results[i] = (out[j], alerts.get(i, []))
+        else:
+            for j, i in enumerate(q_at):
+                results[i] = (out[j], [])
 
     def drop_partitions(self, partitions: set[int]) -> int:
         """Forget the series of revoked partitions; return how many were dropped."""
