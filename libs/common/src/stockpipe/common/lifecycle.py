@@ -7,6 +7,7 @@ Kubernetes' grace period. A second signal exits at once.
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import os
@@ -193,9 +194,26 @@ def pin_blas_threads() -> None:
         os.environ.setdefault(var, "1")
 
 
+# Collect the youngest generation every 50,000 new container objects rather than 700: a
+# consume loop allocates a few short-lived lists and tuples per message, and the default
+# collected every few hundred messages. Measured on analytics' path (decode, process,
+# encode, the same bars offline): 3.6 -> 2.4-2.7 us per bar for the processing.
+# The garbage that can wait is at most that many small objects (a few MB).
+GC_THRESHOLDS = (50_000, 20, 10)
+
+
+def tune_gc() -> None:
+    """Fewer cyclic-GC passes in a long-running service: everything loaded at start-up
+    (modules, settings) moves to the permanent generation, and the youngest generation is
+    collected less often (:data:`GC_THRESHOLDS`). Reference counting frees memory as before."""
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def run_main(main: Callable[[], int | None]) -> None:
     """Call a service's main: exit 2 with one line on a bad setting, else main's code."""
     pin_blas_threads()
+    tune_gc()
     try:
         code = main()
     except SettingsError as exc:

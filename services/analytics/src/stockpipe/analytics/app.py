@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter as Tally
 from datetime import datetime
 
 import msgspec
@@ -35,7 +36,7 @@ from stockpipe.common.errors import InvalidMessage, TransientError
 from stockpipe.common.http import Health
 from stockpipe.common.kafka import BatchConsumer, Message, Publisher, TopicPartition
 from stockpipe.common.lifecycle import Shutdown
-from stockpipe.common.messages import Alert, Bar, Codec, Indicators
+from stockpipe.common.messages import Bar, Codec, Indicators
 from stockpipe.common.metrics import PROCESSING_SECONDS
 from stockpipe.common.progress import Progress
 
@@ -102,7 +103,6 @@ class AnalyticsHandler(Handler):
         self.out_alerts = settings.topic("alerts")
         self.rebuilding = False
         self._encode_lines = msgspec.json.Encoder().encode_lines  # JSON never holds a raw newline
-        self._encode_alert = Codec(Alert).encode
 
     def handle(self, batch: Batch) -> None:
         start = time.perf_counter()
@@ -121,9 +121,11 @@ class AnalyticsHandler(Handler):
                 batch.rejected.append((msg, result))
         if out:
             self.publisher.publish_many(self.out_indicators, self._encode_lines(out).split(b"\n")[:-1], keys)
-        for alert in alerts:
-            self.publisher.publish(self.out_alerts, self._encode_alert(alert), alert.symbol)
-            ALERTS.labels(alert.rule).inc()
+        if alerts:
+            self.publisher.publish_many(self.out_alerts, self._encode_lines(alerts).split(b"\n")[:-1],
+                                        [alert.symbol for alert in alerts])
+            for rule, n in Tally(alert.rule for alert in alerts).items():
+                ALERTS.labels(rule).inc(n)
         self.publisher.poll(0)  # serve delivery reports: the queue never fills up
         self.progress.add(alerts=len(alerts))
         LATE_BARS.inc(self.processor.late - late)
