@@ -7,11 +7,13 @@
   ``update(close) -> value | None``;
 - :mod:`.state`: :class:`IndicatorConfig` and :class:`IndicatorState`, one symbol's whole set
   fused into one lean ``update`` that returns the 12 values in
-  :data:`stockpipe.common.messages.INDICATOR_FIELDS` order (the scalar path: warm-up, one
-  series, tests);
-- :mod:`.columns`: :class:`~.columns.IndicatorColumns`, the seeded states of many series as
-  numpy columns advanced a subset at a time, bit-identical to IndicatorState (what the
-  analytics service runs on a batch, through :class:`stockpipe.analytics.processor.Processor`);
+  :data:`stockpipe.common.messages.INDICATOR_FIELDS` order (the pure-Python reference the
+  kernel is tested against, bit for bit);
+- :mod:`.columns`: :class:`~.columns.IndicatorColumns`, the states of many series, one column
+  each, advanced by the C kernel (:mod:`stockpipe.analytics._kernel`) for any sequence of
+  bars in order, warm-up included, bit-identical to IndicatorState (what the analytics
+  service runs, through :class:`stockpipe.analytics.processor.Processor`; ``step`` is the
+  per-bar path for one series);
 - :mod:`.batch`: :class:`IndicatorBatch`, many symbols in lockstep with numpy, bit-identical to
   IndicatorState (backfills, the benchmark and the tests).
 
