@@ -72,3 +72,14 @@ def test_one_bar_step_is_the_scalar_path_bit_for_bit(gated: bool) -> None:
         want = scalar.update(c)
         got = columns.step(col, c)
         assert [None if v is None else v.hex() for v in got] == [None if v is None else v.hex() for v in want]
+
+
+def test_exact_sum_with_partials_across_the_whole_exponent_range() -> None:
+    # One power of two per exponent: every one stays a partial of its own (2,000+ of them).
+    # (The kernel's first version kept 128 on the stack and wrote past them here: undefined
+    # behaviour that happened to give the right sum, so this checks the result, not the bound.)
+    xs = [2.0**e for e in range(-1074, 1023)]  # their sum stays finite
+    rng = random.Random(4)
+    rng.shuffle(xs)
+    assert _kernel.fsum(np.array(xs)) == math.fsum(xs)
+    assert _kernel.fsum(np.array(xs + [-x for x in xs])) == 0.0

@@ -33,11 +33,15 @@ enum { POS, RPOS, N }; /* int64 per column */
 
 /* ---- exact sums -------------------------------------------------------------------------------- */
 
+/* The partials of fsum: non-overlapping (each one's lowest set bit above the next smaller
+ * one's highest), so at most one per bit position of a finite double, 2**-1074 .. 2**1023:
+ * 2,098. Static (the GIL is held throughout), not on the stack. */
+static double partials[2112];
+
 /* The correctly rounded sum of x[0..n) (finite): Shewchuk's partials, as CPython's math.fsum,
- * whose result is the same correctly rounded number. At most ~41 partials can be non-zero
- * and non-overlapping for doubles; 128 leaves room. */
+ * whose result is the same correctly rounded number. */
 static double fsum(const double *x, Py_ssize_t n) {
-    double p[128], hi = 0.0, lo = 0.0, y, yr, t;
+    double *p = partials, hi = 0.0, lo = 0.0, y, yr, t;
     Py_ssize_t i, j, m = 0;
     for (Py_ssize_t k = 0; k < n; k++) {
         double v = x[k];
