@@ -515,6 +515,9 @@ _ALERT_NAMESPACE = uuid.UUID("6f1c1c52-3b53-4a4e-9a57-6a0e3c2b7d10")
 _ALERT_NAMESPACE_BYTES = _ALERT_NAMESPACE.bytes
 
 
+_last_alert_ts: tuple = (None, "")  # the last ts alert_id formatted, and its text
+
+
 def alert_id(symbol: str, interval: str, ts: datetime, rule: str) -> str:
     """Deterministic alert id: a UUIDv5 of symbol, interval, ts (UTC) and rule.
 
@@ -523,8 +526,12 @@ def alert_id(symbol: str, interval: str, ts: datetime, rule: str) -> str:
     """
     if ts.tzinfo is not UTC:
         ts = ts.astimezone(UTC)
-    # isoformat's first 19 characters are strftime("%Y-%m-%dT%H:%M:%S") for years >= 1000, faster
-    utc = ts.isoformat()[:19] + "Z" if ts.year >= 1000 else ts.strftime("%Y-%m-%dT%H:%M:%SZ")
+    global _last_alert_ts
+    last, utc = _last_alert_ts
+    if ts != last:  # a batch's alerts mostly share their bars' ts
+        # isoformat's first 19 characters are strftime("%Y-%m-%dT%H:%M:%S") for years >= 1000, faster
+        utc = ts.isoformat()[:19] + "Z" if ts.year >= 1000 else ts.strftime("%Y-%m-%dT%H:%M:%SZ")
+        _last_alert_ts = (ts, utc)
     h = bytearray(hashlib.sha1(_ALERT_NAMESPACE_BYTES + f"{symbol}|{interval}|{utc}|{rule}".encode()).digest()[:16])
     h[6] = (h[6] & 0x0F) | 0x50  # version 5
     h[8] = (h[8] & 0x3F) | 0x80  # RFC 4122 variant
