@@ -19,11 +19,12 @@ import logging
 import threading
 import time
 from collections import Counter as _Tally
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from operator import methodcaller
 from typing import Any
 
 from confluent_kafka import (
+    OFFSET_INVALID,
     Consumer,
     KafkaError,
     KafkaException,
@@ -234,8 +235,6 @@ class Publisher:
 
 _ERROR = methodcaller("error")
 _TOPIC = methodcaller("topic")
-_PARTITION = methodcaller("partition")
-_OFFSET = methodcaller("offset")
 
 
 class BatchConsumer:
@@ -336,7 +335,7 @@ class BatchConsumer:
                 MESSAGES_CONSUMED.labels(topic).inc(n)
         return good
 
-    def commit(self, messages: Sequence[Message], asynchronous: bool = False) -> None:
+    def commit(self, messages: Iterable[Message], asynchronous: bool = False) -> None:
         """Commit the offsets after ``messages`` (call once their output is durable).
 
         ``asynchronous=True`` sends the commit without waiting for the broker's answer
@@ -386,15 +385,15 @@ class BatchConsumer:
             logger.warning("the consumer did not close within %.1fs (Kafka unreachable?): leaving anyway", timeout)
 
 
-def next_offsets(messages: Sequence[Message]) -> list[TopicPartition]:
-    """The offset to commit per partition: one past the offset of its last message in ``messages``.
-
-    That is the highest one: a consumer hands out each partition's messages in offset order
-    (and were it not so, committing a lower offset only re-reads messages, never skips one).
-    Built in C-level passes, as the last value per key of a dict, without a Python step per message.
-    """
-    last = dict(zip(zip(map(_TOPIC, messages), map(_PARTITION, messages)), map(_OFFSET, messages)))
-    return [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
+def next_offsets(messages: Iterable[Message]) -> list[TopicPartition]:
+    """The offset to commit per partition: one past the highest offset seen."""
+    top: dict[tuple[str, int], int] = {}
+    for msg in messages:
+        key = (msg.topic(), msg.partition())
+        off = msg.offset()
+        if off > top.get(key, OFFSET_INVALID):
+            top[key] = off
+    return [TopicPartition(t, p, o + 1) for (t, p), o in top.items()]
 
 
 def _fmt(partitions: list[TopicPartition]) -> str:
