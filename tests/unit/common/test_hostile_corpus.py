@@ -67,3 +67,16 @@ def test_valid_cases_are_distinct_rows() -> None:
 def test_oversized_cases_are_flagged_for_kafka() -> None:
     too_big = {c.name for c in CASES if not fits_kafka(c)}
     assert too_big == {f"{k}/size-over-{s}" for k in TOPIC_KINDS for s in ("1mb", "4mb")}
+
+
+@pytest.mark.parametrize("kind", TOPIC_KINDS)
+def test_the_batch_decoder_lets_no_invalid_case_through(kind: str) -> None:
+    # decode_all (the ingestor's path for a run of one topic) returns the messages decode()
+    # gives, or None ("one by one"): never a list with an invalid message in it.
+    decoder = CODECS[kind].decoder
+    valid = [c.value for c in CASES if c.topic_kind == kind and c.valid]
+    got = decoder.decode_all(valid)
+    assert got is None or got == [decoder.decode(v) for v in valid]
+    for case in (c for c in CASES if c.topic_kind == kind and not c.valid):
+        assert decoder.decode_all([*valid, case.value]) is None, case.name
+        assert decoder.decode_all([case.value, *valid]) is None, case.name

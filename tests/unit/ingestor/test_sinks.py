@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from stockpipe.common.messages import Alert, Bar, Codec, Forecast, ForecastPoint, Indicators, alert_id
 from stockpipe.ingestor.app import decode_batch
@@ -12,8 +12,9 @@ TS = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
 
 
 class Msg:
-    def __init__(self, topic: str, value: bytes | None, offset: int = 0) -> None:
+    def __init__(self, topic: str, value: bytes | None, offset: int = 0, received: datetime | None = None) -> None:
         self._topic, self._value, self._offset = topic, value, offset
+        self._ts = (1, int(received.timestamp() * 1000)) if received else (0, -1)
 
     def topic(self) -> str:
         return self._topic
@@ -28,7 +29,7 @@ class Msg:
         return self._offset
 
     def timestamp(self) -> tuple[int, int]:
-        return (0, -1)  # TIMESTAMP_NOT_AVAILABLE
+        return self._ts  # (TIMESTAMP_CREATE_TIME, ms), or (TIMESTAMP_NOT_AVAILABLE, -1)
 
 
 def bar(close: float = 10.5, ts: datetime = TS) -> bytes:
@@ -83,3 +84,49 @@ def test_indicator_alert_and_forecast_rows() -> None:
     assert [r.split("\t")[3:] for r in fc_rows] == [
         ["arima(1,1,1)", "2024-01-02T14:31:00+00:00", "1.0", "\\N", "2.0"],
         ["arima(1,1,1)", "2024-01-02T14:32:00+00:00", "1.1", "0.5", "2.1"]]
+
+
+def one_by_one(msgs: list[Msg]) -> tuple[dict[str, list[tuple]], list[tuple[int, str]]]:
+    """Rows per kind and (offset, reason) of rejects as decoding each message alone gives them."""
+    rows: dict[str, list[tuple]] = {}
+    rejected = []
+    for m in msgs:
+        b = decode_batch([m], SINKS_BY_TOPIC)
+        for kind, kind_rows in b.rows.items():
+            rows.setdefault(kind, []).extend(kind_rows)
+        rejected += [(x.offset(), e.reason) for x, e in b.rejected]
+    return rows, rejected
+
+
+def test_a_batch_decodes_as_its_messages_one_by_one() -> None:
+    # decode_batch takes a run of one topic in one pass when every message is valid, and
+    # message by message otherwise: the rows and reasons are the same either way.
+    received = TS + timedelta(minutes=5)
+    good = [Msg("raw", bar(9.5 + i / 16, TS.replace(minute=i)), i, received) for i in range(20)]
+    ind = Codec(Indicators).encode(Indicators(symbol="AAPL", interval="1m", ts=TS, close=1.5))
+    bad = [
+        Msg("raw", None, 100, received),
+        Msg("raw", b"{oops", 101, received),
+        Msg("raw", bar(ts=TS + timedelta(minutes=8)), 102, received),  # 3 min ahead of its Kafka time
+        Msg("raw", b'{"symbol":"AAPL","v":1' + bar()[len(b'{"v":1,"symbol":"AAPL"'):], 103, received),  # v later: valid
+        Msg("raw", bar(), 104),  # no Kafka time: no check against it
+        Msg("indicators", ind, 105, received),
+    ]
+    for batch_msgs in (good, good[:10] + bad + good[10:], bad + good, good + bad[2:3], good + bad[3:4]):
+        batch = decode_batch(batch_msgs, SINKS_BY_TOPIC)
+        rows, rejected = one_by_one(batch_msgs)
+        assert {kind: kind_rows for kind, kind_rows in batch.rows.items() if kind_rows} == rows
+        assert [(m.offset(), e.reason) for m, e in batch.rejected] == rejected
+    assert one_by_one(bad)[1] == [(100, "empty"), (101, "malformed"), (102, "future")]
+
+
+def test_the_batch_path_is_taken_for_valid_runs() -> None:
+    received = TS + timedelta(minutes=5)
+    values = [bar(10.0, TS + timedelta(minutes=i)) for i in range(3)]
+    decoder = SINKS["raw"].codec.decoder
+    assert decoder.decode_all(values, received.timestamp()) == [decoder.decode(v) for v in values]
+    assert decoder.decode_all([], None) == []
+    assert decoder.decode_all(values, (TS - timedelta(minutes=1)).timestamp()) is None  # 14:32 might be "future"
+    assert decoder.decode_all(values + [None], None) is None
+    assert decoder.decode_all(values + [b"{oops"], None) is None
+    assert decoder.decode_all([bar()[:1] + b" " + bar()[1:]], None) is None  # valid, but decode() checks its v

@@ -34,6 +34,8 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import groupby
+from operator import itemgetter, methodcaller
 
 from stockpipe.common.consume import Batch, Handler
 from stockpipe.common.db import Database, is_data_error
@@ -64,17 +66,40 @@ class IngestBatch(Batch):
         return sum(map(len, self.rows.values()))
 
 
+_TOPIC = methodcaller("topic")
+_VALUE = methodcaller("value")
+_TIMESTAMP = methodcaller("timestamp")
+_MS = itemgetter(1)
+
+
 def decode_batch(messages: Sequence[Message], sinks_by_topic: dict[str, Sink]) -> IngestBatch:
-    """Decode ``messages`` into rows (pure: no I/O). Invalid ones become rejections."""
+    """Decode ``messages`` into rows (pure: no I/O). Invalid ones become rejections.
+
+    A poll holds long runs of one topic (Kafka fetches per partition). Each run is decoded
+    in C-level passes (``decode_all``: no Python frame per message but the model's own
+    checks); a run with any invalid message, or one that might be, is decoded message by
+    message instead, so that each invalid one is set aside with its reason.
+    """
     batch = IngestBatch(list(messages))
-    rejected = batch.rejected
-    topic = None
-    for msg in messages:  # the hot loop: per-topic lookups only when the topic changes
-        if msg.topic() != topic:
-            topic = msg.topic()
-            sink = sinks_by_topic[topic]
-            decode, add, invalid = sink.codec.decoder.decode, sink.add_rows, sink.codec.invalid
-            rows = batch.rows.setdefault(sink.kind, [])
+    for topic, run in groupby(batch.messages, _TOPIC):
+        run = list(run)
+        sink = sinks_by_topic[topic]
+        rows = batch.rows.setdefault(sink.kind, [])
+        # The earliest Kafka time of the run bounds every message's own (see decode_all).
+        earliest = min(map(_TIMESTAMP, run), key=_MS)[1] / 1000.0
+        models = sink.codec.decoder.decode_all(list(map(_VALUE, run)), earliest)
+        if models is not None:
+            sink.add_all(models, rows)
+        else:
+            _decode_each(run, sink, rows, batch.rejected)
+    return batch
+
+
+def _decode_each(messages: list[Message], sink: Sink, rows: Rows,
+                 rejected: list[tuple[Message, InvalidMessage]]) -> None:
+    """Decode one topic's messages one by one: the rows of the valid ones, the reason of each invalid one."""
+    decode, add, invalid = sink.codec.decoder.decode, sink.add_rows, sink.codec.invalid
+    for msg in messages:
         value = msg.value()
         if value is None:
             rejected.append((msg, InvalidMessage("empty", "message has no value")))
@@ -84,7 +109,6 @@ def decode_batch(messages: Sequence[Message], sinks_by_topic: dict[str, Sink]) -
             add(decode(value, ms / 1000.0 if kind else None), rows)
         except DECODE_ERRORS as exc:
             rejected.append((msg, invalid(exc)))
-    return batch
 
 
 class IngestHandler(Handler):

@@ -29,12 +29,24 @@ class Sink:
     codec: Codec
     writer: TableWriter
     add_rows: Callable[[Any, Rows], None]  # message model -> rows appended (tuples in the writer's order)
+    add_all: Callable[[list[Any], Rows], None]  # add_rows of each model in a list, in order
+
+
+def _each(add_rows: Callable[[Any, Rows], None]) -> Callable[[list[Any], Rows], None]:
+    def add_all(models: list[Any], rows: Rows) -> None:
+        for m in models:
+            add_rows(m, rows)
+    return add_all
 
 
 def _struct_row(m: Any, rows: Rows) -> None:
     # The message's fields are the table's columns in the same order, after ``v``:
     # msgspec's C astuple builds the row without a Python frame per field.
     rows.append(astuple(m))
+
+
+def _struct_rows(models: list[Any], rows: Rows) -> None:
+    rows.extend(map(astuple, models))  # _struct_row of each, in one C-level pass
 
 
 def _alert_rows(a: Alert, rows: Rows) -> None:
@@ -59,14 +71,15 @@ SINKS: dict[str, Sink] = {
     for s in (
         # Bars and indicators hold no free text: the fast COPY formatting applies.
         Sink("raw", Codec(Bar), TableWriter("price_bars", _fields(Bar), _KEY, plain=True, versioned=True),
-             _struct_row),
+             _struct_row, _struct_rows),
         Sink("indicators", Codec(Indicators),
-             TableWriter("indicators", _fields(Indicators), _KEY, plain=True, versioned=True), _struct_row),
+             TableWriter("indicators", _fields(Indicators), _KEY, plain=True, versioned=True),
+             _struct_row, _struct_rows),
         Sink("alerts", Codec(Alert), TableWriter(
             "alerts", ("id", "symbol", "interval", "ts", "rule", "value", "threshold", "message"), ("id",)),
-            _alert_rows),
+            _alert_rows, _each(_alert_rows)),
         Sink("forecasts", Codec(Forecast), TableWriter(
             "forecasts", ("symbol", "interval", "made_at", "model", "target_ts", "yhat", "lo", "hi"),
-            ("symbol", "interval", "made_at", "model", "target_ts")), _forecast_rows),
+            ("symbol", "interval", "made_at", "model", "target_ts")), _forecast_rows, _each(_forecast_rows)),
     )
 }
