@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import gc
-
 from stockpipe.common.consume import ConsumeLoop
 from stockpipe.common.db import Database
 from stockpipe.common.kafka import Publisher, kafka_check
@@ -29,14 +27,6 @@ def main() -> int:
                            publisher=publisher, health=rt.health, shutdown=rt.shutdown,
                            batch_size=settings.ingestor_batch_size, batch_timeout=settings.ingestor_batch_timeout,
                            progress=progress)
-        # The cyclic GC scanned each batch's 20,000 Kafka messages (objects it tracks) again and
-        # again: ~0.7 us per message, about a fifth of the ingestor's CPU (measured with
-        # gc.callbacks). Nothing on the hot path makes reference cycles, so the start-up objects
-        # are frozen out of every scan, and a collection waits until 50,000 more tracked objects
-        # are alive (two or three batches' worth) instead of CPython's 700. Reference counting
-        # still frees everything else at once.
-        gc.freeze()
-        gc.set_threshold(50_000, 10, 10)
         try:
             loop.run()
         finally:
