@@ -83,3 +83,17 @@ def test_exact_sum_with_partials_across_the_whole_exponent_range() -> None:
     rng.shuffle(xs)
     assert _kernel.fsum(np.array(xs)) == math.fsum(xs)
     assert _kernel.fsum(np.array(xs + [-x for x in xs])) == 0.0
+
+
+def test_closes_outside_the_domain_change_no_column() -> None:
+    from stockpipe.analytics.indicators.columns import IndicatorColumns
+
+    c = IndicatorColumns(capacity=2)
+    col = c.new()
+    before = (c.st.copy(), c.ix.copy())
+    for bad in (math.nan, math.inf, 0.0, -1.0, 1e101):
+        with pytest.raises(ValueError):
+            c.update(np.array([col, col]), np.array([1.0, bad]))
+        with pytest.raises(ValueError):
+            c.step(col, bad)
+    assert (c.st == before[0]).all() and (c.ix == before[1]).all()

@@ -2,8 +2,8 @@
  *
  * stockpipe.analytics.indicators.columns.IndicatorColumns and
  * stockpipe.analytics.alert_columns.AlertColumns own the state (numpy arrays, one row per
- * series); these two functions advance it for a batch of bars in arrival order, so the bars
- * of one series are applied in order without any sorting.
+ * series); Columns.update and alerts() advance it for a batch of bars in arrival order, so
+ * the bars of one series are applied in order without any sorting; Columns.step is one bar.
  *
  * Bit-identical to the pure-Python reference (IndicatorState._update_hot and its full path
  * on recompute bars; AlertState.update): the same IEEE operations in the same order, libm's
@@ -12,8 +12,8 @@
  * correctly rounded quotient). Built with -ffp-contract=off: no fused multiply-add may
  * change a rounding. tests/unit/analytics compares every bit with the reference.
  *
- * No numpy headers: arrays arrive through the buffer protocol, checked for type, shape and
- * contiguity by the Python callers (which own them); the functions check sizes again here.
+ * No numpy headers: arrays arrive through the buffer protocol (C-contiguous, writable), and
+ * every size and index is checked here, so a wrong array raises instead of writing astray.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -30,6 +30,9 @@ enum { POS, RPOS, N }; /* int64 per column */
 #define RECOMPUTE_MASK 127
 #define M2_DROP (1.0 / 1024.0)
 #define NVAL 12
+/* numerics.CLOSE_DOMAIN (columns.py checks that they agree): a close outside changes nothing. */
+#define CLOSE_MIN 1e-100
+#define CLOSE_MAX 1e100
 
 /* ---- exact sums -------------------------------------------------------------------------------- */
 
@@ -323,96 +326,147 @@ static void advance(const Params *p, double *ring, double *rring, double *s, int
     out[11] = vol;
 }
 
-/* The state buffers of `cap` columns; returns cap, or -1. */
-static Py_ssize_t get_state(PyObject **o, Buf *b, const Params *p) {
-    if (get(o[3], &b[3], "ix", 8, 3) < 0) return -1;
-    Py_ssize_t cap = b[3].b.len / 8 / 3;
-    if (get(o[0], &b[0], "ring", 8, cap * p->width) < 0 || get(o[1], &b[1], "rring", 8, cap * p->pv) < 0 ||
-        get(o[2], &b[2], "st", 8, cap * NST) < 0 || reserve(p->width > p->pv ? p->width : p->pv) < 0)
+/* An indicator-columns object: the parameters, and the state arrays' buffers held from
+ * construction to deallocation (IndicatorColumns makes a new one whenever it grows its
+ * arrays), so a call pays for no buffer lookups. */
+typedef struct {
+    PyObject_HEAD
+    Params p;
+    Buf b[4]; /* ring, rring, st, ix */
+    Py_ssize_t cap;
+} Columns;
+
+static int Columns_init(Columns *self, PyObject *args, PyObject *kwds) {
+    PyObject *params, *o[4];
+    static char *kwlist[] = {"params", "ring", "rring", "st", "ix", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOO", kwlist, &params, &o[0], &o[1], &o[2], &o[3]) ||
+        parse_params(params, &self->p) < 0)
         return -1;
-    return cap;
+    release(self->b, 4);
+    memset(self->b, 0, sizeof self->b);
+    const Params *p = &self->p;
+    if (get(o[3], &self->b[3], "ix", 8, 3) < 0) return -1;
+    self->cap = self->b[3].b.len / 8 / 3;
+    if (get(o[0], &self->b[0], "ring", 8, self->cap * p->width) < 0 ||
+        get(o[1], &self->b[1], "rring", 8, self->cap * p->pv) < 0 ||
+        get(o[2], &self->b[2], "st", 8, self->cap * NST) < 0 || reserve(p->width > p->pv ? p->width : p->pv) < 0)
+        return -1;
+    return 0;
 }
 
-#define COLUMN(b, p, c) (double *)b[0].b.buf + (c) * p.width, (double *)b[1].b.buf + (c) * p.pv, \
-    (double *)b[2].b.buf + (c) * NST, (int64_t *)b[3].b.buf + (c) * 3
+static void Columns_dealloc(Columns *self) {
+    release(self->b, 4);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
 
-PyDoc_STRVAR(indicators_doc,
-"indicators(params, ring, rring, st, ix, cols, closes, freqs, out)\n\n"
+static inline void advance_col(Columns *self, int64_t c, double close, double *out) {
+    const Params *p = &self->p;
+    advance(p, (double *)self->b[0].b.buf + c * p->width, (double *)self->b[1].b.buf + c * p->pv,
+            (double *)self->b[2].b.buf + c * NST, (int64_t *)self->b[3].b.buf + c * 3, close, out);
+}
+
+PyDoc_STRVAR(update_doc,
+"update(cols, closes, freqs, out)\n\n"
 "Feed closes[j] to column cols[j], j = 0, 1, ... in order; write the 12 values of bar j to\n"
 "out[j] (NaN for a field still warming up, or not due under its calculation frequency when\n"
-"freqs is given).\n"
-"params: (sma_short, sma_long, bollinger_period, volatility_period, rsi_period, ema_short,\n"
-"ema_long, macd_fast, macd_slow, macd_signal, bollinger_std).\n"
-"ring (cap, width) and rring (cap, volatility_period) float64; st (cap, 23) float64;\n"
-"ix (cap, 3) int64 (pos, rpos, n); cols int64 (m); closes float64 (m); freqs int64 (12) or\n"
-"None; out float64 (m, 12).");
+"freqs is given). cols int64 (m); closes float64 (m); freqs int64 (12) or None; out float64\n"
+"(m, 12).");
 
-static PyObject *indicators(PyObject *self, PyObject *args) {
-    Params p;
-    PyObject *params, *o[7], *ofreqs;
-    if (!PyArg_ParseTuple(args, "OOOOOOOOO", &params, &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &ofreqs, &o[6]) ||
-        parse_params(params, &p) < 0)
-        return NULL;
-    Buf b[8] = {{{0}}};
+static PyObject *Columns_update(Columns *self, PyObject *args) {
+    PyObject *o[3], *ofreqs;
+    if (!self->b[3].held) { PyErr_SetString(PyExc_RuntimeError, "Columns not initialised"); return NULL; }
+    if (!PyArg_ParseTuple(args, "OOOO", &o[0], &o[1], &ofreqs, &o[2])) return NULL;
+    Buf b[4] = {{{0}}};
     PyObject *result = NULL;
-    Py_ssize_t cap = get_state(o, b, &p);
-    if (cap < 0 || get(o[4], &b[4], "cols", 8, 0) < 0 || get(o[5], &b[5], "closes", 8, 0) < 0) goto done;
-    Py_ssize_t m = b[4].b.len / 8;
-    if (b[5].b.len / 8 != m) { PyErr_SetString(PyExc_ValueError, "cols and closes differ in length"); goto done; }
-    if (get(o[6], &b[6], "out", 8, m * NVAL) < 0) goto done;
+    if (get(o[0], &b[0], "cols", 8, 0) < 0 || get(o[1], &b[1], "closes", 8, 0) < 0) goto done;
+    const Py_ssize_t m = b[0].b.len / 8;
+    if (b[1].b.len / 8 != m) { PyErr_SetString(PyExc_ValueError, "cols and closes differ in length"); goto done; }
+    if (get(o[2], &b[2], "out", 8, m * NVAL) < 0) goto done;
     const int64_t *freqs = NULL;
     if (ofreqs != Py_None) {
-        if (get(ofreqs, &b[7], "freqs", 8, NVAL) < 0) goto done;
-        freqs = (const int64_t *)b[7].b.buf;
+        if (get(ofreqs, &b[3], "freqs", 8, NVAL) < 0) goto done;
+        freqs = (const int64_t *)b[3].b.buf;
+        for (int k = 0; k < NVAL; k++)
+            if (freqs[k] < 1) { PyErr_SetString(PyExc_ValueError, "frequencies must be >= 1"); goto done; }
     }
-    const int64_t *cols = (const int64_t *)b[4].b.buf;
-    const double *closes = (const double *)b[5].b.buf;
-    for (Py_ssize_t j = 0; j < m; j++)
-        if (cols[j] < 0 || cols[j] >= cap) { PyErr_Format(PyExc_IndexError, "column %lld out of range", (long long)cols[j]); goto done; }
+    const int64_t *cols = (const int64_t *)b[0].b.buf;
+    const double *closes = (const double *)b[1].b.buf;
     for (Py_ssize_t j = 0; j < m; j++) {
-        double *out = (double *)b[6].b.buf + j * NVAL;
-        advance(&p, COLUMN(b, p, cols[j]), closes[j], out);
+        if (cols[j] < 0 || cols[j] >= self->cap) { PyErr_Format(PyExc_IndexError, "column %lld out of range", (long long)cols[j]); goto done; }
+        if (!(closes[j] >= CLOSE_MIN && closes[j] <= CLOSE_MAX)) { /* also NaN */
+            PyObject *bad = PyFloat_FromDouble(closes[j]);
+            if (bad) {
+                PyErr_Format(PyExc_ValueError, "close %R is outside %g..%g; no column changed", bad, CLOSE_MIN, CLOSE_MAX);
+                Py_DECREF(bad);
+            }
+            goto done;
+        }
+    }
+    for (Py_ssize_t j = 0; j < m; j++) {
+        double *out = (double *)b[2].b.buf + j * NVAL;
+        advance_col(self, cols[j], closes[j], out);
         if (freqs) {
-            const int64_t n = ((int64_t *)b[3].b.buf)[cols[j] * 3 + N];
+            const int64_t n = ((int64_t *)self->b[3].b.buf)[cols[j] * 3 + N];
             for (int k = 0; k < NVAL; k++)
                 if (n % freqs[k]) out[k] = NAN;
         }
     }
     result = Py_NewRef(Py_None);
 done:
-    release(b, 8);
+    release(b, 4);
     return result;
 }
 
 PyDoc_STRVAR(step_doc,
-"step(params, ring, rring, st, ix, col, close) -> list\n\n"
+"step(col, close) -> list\n\n"
 "One bar of one column (the per-bar path): its 12 values as a list of floats (NaN while\n"
-"warming up), before any calculation-frequency gating. Arguments as indicators().");
+"warming up), before any calculation-frequency gating.");
 
-static PyObject *step(PyObject *self, PyObject *args) {
-    Params p;
-    PyObject *params, *o[4];
-    Py_ssize_t col;
-    double close, out[NVAL];
-    if (!PyArg_ParseTuple(args, "OOOOOnd", &params, &o[0], &o[1], &o[2], &o[3], &col, &close) ||
-        parse_params(params, &p) < 0)
+static PyObject *Columns_step(Columns *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (!self->b[3].held) { PyErr_SetString(PyExc_RuntimeError, "Columns not initialised"); return NULL; }
+    if (nargs != 2) { PyErr_SetString(PyExc_TypeError, "step(col, close)"); return NULL; }
+    const Py_ssize_t col = PyLong_AsSsize_t(args[0]);
+    const double close = PyFloat_AsDouble(args[1]);
+    if (PyErr_Occurred()) return NULL;
+    if (col < 0 || col >= self->cap) { PyErr_Format(PyExc_IndexError, "column %zd out of range", col); return NULL; }
+    if (!(close >= CLOSE_MIN && close <= CLOSE_MAX)) { /* also NaN */
+        PyErr_Format(PyExc_ValueError, "close %R is outside %g..%g", args[1], CLOSE_MIN, CLOSE_MAX);
         return NULL;
-    Buf b[4] = {{{0}}};
-    PyObject *list = NULL;
-    Py_ssize_t cap = get_state(o, b, &p);
-    if (cap < 0) goto done;
-    if (col < 0 || col >= cap) { PyErr_Format(PyExc_IndexError, "column %zd out of range", col); goto done; }
-    advance(&p, COLUMN(b, p, col), close, out);
-    if (!(list = PyList_New(NVAL))) goto done;
+    }
+    double out[NVAL];
+    advance_col(self, col, close, out);
+    PyObject *list = PyList_New(NVAL);
+    if (!list) return NULL;
     for (int k = 0; k < NVAL; k++) {
         PyObject *f = PyFloat_FromDouble(out[k]);
-        if (!f) { Py_CLEAR(list); goto done; }
+        if (!f) { Py_DECREF(list); return NULL; }
         PyList_SET_ITEM(list, k, f);
     }
-done:
-    release(b, 4);
     return list;
 }
+
+static PyMethodDef Columns_methods[] = {
+    {"update", (PyCFunction)Columns_update, METH_VARARGS, update_doc},
+    {"step", (PyCFunction)(void (*)(void))Columns_step, METH_FASTCALL, step_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject ColumnsType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "stockpipe.analytics._kernel.Columns",
+    .tp_doc = PyDoc_STR("Columns(params, ring, rring, st, ix): the indicator kernel over these state arrays.\n\n"
+                        "params: (sma_short, sma_long, bollinger_period, volatility_period, rsi_period,\n"
+                        "ema_short, ema_long, macd_fast, macd_slow, macd_signal, bollinger_std).\n"
+                        "ring (cap, width) and rring (cap, volatility_period) float64; st (cap, 23)\n"
+                        "float64; ix (cap, 3) int64 (pos, rpos, n). The arrays stay exported (not\n"
+                        "resizable) while the object lives."),
+    .tp_basicsize = sizeof(Columns),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Columns_init,
+    .tp_dealloc = (destructor)Columns_dealloc,
+    .tp_methods = Columns_methods,
+};
 
 /* ---- alerts ------------------------------------------------------------------------------------ */
 
@@ -606,8 +660,6 @@ static PyObject *exact_sum(PyObject *self, PyObject *arg) {
 }
 
 static PyMethodDef methods[] = {
-    {"indicators", indicators, METH_VARARGS, indicators_doc},
-    {"step", step, METH_VARARGS, step_doc},
     {"alerts", alerts, METH_VARARGS, alerts_doc},
     {"divide", divide, METH_VARARGS, "Python's int / int as the alert kernel computes it (tests)."},
     {"fsum", exact_sum, METH_O, "math.fsum of a float64 buffer, as the indicator kernel computes it (tests)."},
@@ -619,4 +671,17 @@ static struct PyModuleDef module = {
     "The analytics hot path in C: warm indicator columns and their alert rules (see _kernel.c).", -1, methods,
 };
 
-PyMODINIT_FUNC PyInit__kernel(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__kernel(void) {
+    if (PyType_Ready(&ColumnsType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (!m) return NULL;
+    PyObject *domain = Py_BuildValue("(dd)", CLOSE_MIN, CLOSE_MAX);
+    if (!domain || PyModule_AddObjectRef(m, "Columns", (PyObject *)&ColumnsType) < 0 ||
+        PyModule_AddObjectRef(m, "CLOSE_DOMAIN", domain) < 0) {
+        Py_XDECREF(domain);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_DECREF(domain);
+    return m;
+}

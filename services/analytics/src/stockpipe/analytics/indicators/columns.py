@@ -21,9 +21,12 @@ from __future__ import annotations
 import numpy as np
 
 from stockpipe.analytics import _kernel
+from stockpipe.analytics.indicators.numerics import CLOSE_DOMAIN
 from stockpipe.analytics.indicators.state import IndicatorConfig, IndicatorState
 
 __all__ = ["IndicatorColumns"]
+
+assert _kernel.CLOSE_DOMAIN == CLOSE_DOMAIN  # the kernel rejects what IndicatorState rejects
 
 # Per column: IndicatorState._st after pos, rpos and n (prev, the sums, M2s, EMAs: 0 where
 # _st has None), then its _acc (the EMAs' seed sums).
@@ -44,10 +47,10 @@ class IndicatorColumns:
         self.st = np.zeros((0, NSCALARS))                     # the scalar state
         self.ix = np.zeros((0, 3), dtype=np.int64)            # next ring slot, next rring slot, bars fed
         self._free: list[int] = []
-        self._grow(max(1, capacity))
         self._params = (cfg.sma_short, cfg.sma_long, cfg.bollinger_period, cfg.volatility_period,
                         cfg.rsi_period, cfg.ema_short, cfg.ema_long, cfg.macd_fast, cfg.macd_slow,
                         cfg.macd_signal, float(cfg.bollinger_std))
+        self._grow(max(1, capacity))
         freqs = cfg.field_frequencies()
         self.freqs = None if all(f == 1 for f in freqs) else np.array(freqs, dtype=np.int64)
 
@@ -65,6 +68,7 @@ class IndicatorColumns:
         self.ring, self.rring, self.st, self.ix = widen(self.ring), widen(self.rring), widen(self.st), widen(self.ix)
         self._free.extend(range(capacity - 1, old - 1, -1))  # lowest index handed out first
         self.capacity = capacity
+        self._kernel = _kernel.Columns(self._params, self.ring, self.rring, self.st, self.ix)
 
     # -- moving series in and out ------------------------------------------------------------------------------
 
@@ -113,7 +117,8 @@ class IndicatorColumns:
 
     def update(self, cols: np.ndarray, closes: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Feed ``closes[j]`` to column ``cols[j]`` for j = 0, 1, ... in that order (a column
-        may repeat: its bars are applied in order; every close in the domain).
+        may repeat: its bars are applied in order). A close outside ``CLOSE_DOMAIN`` (or NaN)
+        raises ValueError before any column changes.
 
         Returns a (len(cols), 12) array: bar j's values in ``INDICATOR_FIELDS`` order, NaN for
         a field still warming up or not due under its calculation frequency (None in the message).
@@ -122,13 +127,13 @@ class IndicatorColumns:
         closes = np.ascontiguousarray(closes, dtype=np.float64)
         if out is None:
             out = np.empty((len(cols), 12))
-        _kernel.indicators(self._params, self.ring, self.rring, self.st, self.ix, cols, closes, self.freqs, out)
+        self._kernel.update(cols, closes, self.freqs, out)
         return out
 
     def step(self, col: int, close: float) -> list[float | None]:
         """One bar of one column, the per-bar path (one series fed bar by bar): its 12 values
         in ``INDICATOR_FIELDS`` order, None for a field not due; the same as :meth:`update`."""
-        values = _kernel.step(self._params, self.ring, self.rring, self.st, self.ix, col, close)
+        values = self._kernel.step(col, close)
         if self.freqs is not None:
             n = int(self.ix[col, 2])
             values = [v if n % k == 0 else None for v, k in zip(values, self.freqs.tolist())]
