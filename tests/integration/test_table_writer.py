@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import psycopg2
 import pytest
 
-from stockpipe.common.db import TableWriter
+from stockpipe.common.db import CopyConflict, Database, TableWriter, write_tables
+from stockpipe.common.settings import CommonSettings, Secret
 
 from harness import Stack
 
@@ -21,13 +21,16 @@ def row(minute: int, close: float, symbol: str = "AAPL") -> tuple:
     return (1, symbol, T0 + timedelta(minutes=minute), "1m", close, close, close, close, 100, "synthetic")
 
 
+def database(stack: Stack) -> Database:
+    return Database(CommonSettings(postgres_dsn=Secret(stack.dsn), service_name="test"))
+
+
 def write(stack: Stack, writer: TableWriter, rows: list[tuple], preformatted: bool) -> None:
-    conn = psycopg2.connect(stack.dsn)
+    db = database(stack)
     try:
-        with conn, conn.cursor() as cur:
-            writer.write(cur, rows, writer.format(rows) if preformatted else None)
+        write_tables(db, [(writer, rows, writer.format(rows) if preformatted else None)])
     finally:
-        conn.close()
+        db.close()
 
 
 def stored(stack: Stack) -> dict[tuple[str, int], float]:
@@ -63,3 +66,22 @@ def test_a_long_replay_in_many_batches_changes_nothing(stack: Stack) -> None:
         write(stack, writer, [r[:7] + (-1.0,) + r[8:] for r in rows[start:start + 100]], True)
     got = stored(stack)
     assert len(got) == 1000 and all(got[(f"S{k}", m)] == 10.0 + m for m in range(200) for k in range(5))
+
+
+def test_a_conflict_writes_the_whole_transaction_again(stack: Stack) -> None:
+    # No savepoint: a direct COPY that meets a stored key aborts the transaction, and every
+    # table's rows of the batch are written again in a new one, each exactly once.
+    bars = TableWriter("price_bars", COLUMNS, ("symbol", "interval", "ts"), plain=True, versioned=True)
+    indicators = TableWriter("indicators", ("symbol", "interval", "ts", "close"), ("symbol", "interval", "ts"))
+    write(stack, bars, [row(0, 1.0)], True)
+    db = database(stack)
+    try:
+        with pytest.raises(CopyConflict), db.transaction() as cur:
+            TableWriter("price_bars", COLUMNS, ("symbol", "interval", "ts"), plain=True, versioned=True).write(
+                cur, [row(0, 2.0)])
+        ind_rows = [("AAPL", "1m", T0 + timedelta(minutes=m), 5.0) for m in range(3)]
+        write_tables(db, [(indicators, ind_rows, None), (bars, [row(0, 3.0), row(1, 4.0)], None)])
+    finally:
+        db.close()
+    assert stack.scalar("SELECT count(*) FROM indicators") == 3
+    assert stored(stack) == {("AAPL", 0): 1.0, ("AAPL", 1): 4.0}

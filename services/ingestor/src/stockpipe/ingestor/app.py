@@ -8,8 +8,9 @@ exactly-once in the tables:
 2. :meth:`IngestHandler.decode` turns each into rows with its topic's sink; an invalid one
    is set aside with its reason;
 3. :meth:`IngestHandler.handle` formats the rows as COPY text and queues the batch on the
-   writer thread, which writes every sink's rows in ONE PostgreSQL transaction (COPY;
-   ``INSERT ... ON CONFLICT DO NOTHING`` on overlap: the first row of a key wins);
+   writer thread, which writes every sink's rows in ONE PostgreSQL transaction (COPY; on
+   overlap the transaction is written again with ``INSERT ... ON CONFLICT DO NOTHING``:
+   the first row of a key wins);
 4. once the write committed, the loop dead-letters the rejects and waits for their
    acknowledgement;
 5. the loop commits the batch's offsets.
@@ -38,7 +39,7 @@ from itertools import groupby
 from operator import itemgetter, methodcaller
 
 from stockpipe.common.consume import Batch, Handler
-from stockpipe.common.db import Database, is_data_error
+from stockpipe.common.db import Database, is_data_error, write_tables
 from stockpipe.common.errors import InvalidMessage
 from stockpipe.common.kafka import Message
 from stockpipe.common.messages import DECODE_ERRORS
@@ -149,9 +150,7 @@ class IngestHandler(Handler):
         _WRITE_SECONDS.observe(time.perf_counter() - start)
 
     def _write_rows(self, rows: dict[str, Rows], texts: dict[str, bytes] | None = None) -> None:
-        with self.db.transaction() as cur:
-            for kind, kind_rows in rows.items():
-                SINKS[kind].writer.write(cur, kind_rows, (texts or {}).get(kind))
+        write_tables(self.db, [(SINKS[kind].writer, kind_rows, (texts or {}).get(kind)) for kind, kind_rows in rows.items()])
 
     def _isolate(self, messages: list[Message]) -> list[tuple[Message, InvalidMessage]]:
         """Store what the database takes, halving until each refused message stands alone."""
