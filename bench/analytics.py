@@ -4,7 +4,8 @@
 
 With Kafka and PostgreSQL from deploy/local/infra.sh (state in .local/bench), the real
 producer publishes synthetic bars of 500 symbols at a fixed rate while the real analytics
-service runs, on the same machine; then:
+service runs, on the same machine (above 50,000 bars/s two producer processes of 250 symbols
+each, since one tops out near 50,000 here); then:
 
 - stepped rates: for each offered rate (``--rates``, lowest first) a fresh stack, the
   producer at that rate for ``--seconds``, and per bar the latency from its publish to its
@@ -68,6 +69,9 @@ class OnTopic:
         self.consumer.close()
 
 
+ONE_PRODUCER_MAX = 50_000  # offered bars/s above which a step runs two producer processes
+
+
 def producer_env(n: int, rate: float, start: str) -> dict:
     return dict(PRODUCER_SOURCE="synthetic", SYNTHETIC_RATE=str(rate), SYNTHETIC_START=start,
                 SYNTHETIC_SYMBOLS="500", MAX_MESSAGES=str(n), COMPANIES="false", RESUME_SCAN="0")
@@ -93,6 +97,12 @@ def pct(sorted_values: list[float], q: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used (/proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
@@ -106,11 +116,21 @@ def step(rate: float, seconds: float) -> dict:
         analytics = stack.start("analytics")
         analytics.wait_ready()
         t0 = time.perf_counter()
-        stack.run_module("stockpipe.producer", timeout=900, **producer_env(n, rate, "2000-01-03T00:00:00Z"))
+        if rate <= ONE_PRODUCER_MAX:
+            stack.run_module("stockpipe.producer", timeout=900, **producer_env(n, rate, "2000-01-03T00:00:00Z"))
+        else:  # two producers, 250 symbols and half the rate each: one tops out near 50k bars/s here
+            halves = [stack.start("producer", **producer_env(n // 2, rate / 2, "2000-01-03T00:00:00Z")
+                                  | {"SYNTHETIC_SYMBOLS": "0", "TICKERS": ",".join(f"{p}{i:03d}" for i in range(250))})
+                      for p in ("PA", "PB")]
+            for producer in halves:
+                if producer.wait(900) != 0:
+                    raise AssertionError(f"a producer failed:\n{producer.output()[-3000:]}")
+            n = n // 2 * 2
         publish_s = time.perf_counter() - t0
         on_topic = OnTopic(stack)
         wait_for(lambda: on_topic() >= n, 600, interval=0.2, what="all indicators")
         on_topic.close()
+        analytics_cpu = cpu_seconds(analytics.proc.pid)  # start-up included
         timed = latencies(stack)
         assert len(timed) == n, f"{len(timed)} indicator messages for {n} bars"
         analytics.terminate()
@@ -132,19 +152,21 @@ def step(rate: float, seconds: float) -> dict:
                        "max": round(lat[-1] * 1000, 1), "p99_first_third": round(p99_first * 1000, 1),
                        "p99_last_third": round(p99_last * 1000, 1)},
         "flat": flat,
+        "analytics_cpu_us_per_bar": round(analytics_cpu / n * 1e6, 2),
         "load_average_before": load_before,
         "load_average_after": load(),
     }
     print(f"  offered {offered:9,.0f} bars/s for {publish_s:5.1f}s: p50 {out['latency_ms']['p50']:7.1f} ms, "
           f"p99 {out['latency_ms']['p99']:7.1f} ms (first third {out['latency_ms']['p99_first_third']:.1f}, "
           f"last third {out['latency_ms']['p99_last_third']:.1f}): {'flat' if flat else 'FELL BEHIND'}; "
+          f"analytics CPU {out['analytics_cpu_us_per_bar']} us/bar; "
           f"load {load_before} -> {out['load_average_after']}", flush=True)
     return out
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rates", default="5000,10000,20000,30000,40000,50000",
+    parser.add_argument("--rates", default="5000,10000,20000,30000,40000,50000,60000,75000",
                         help="offered bars/s to step through, comma-separated, lowest first")
     parser.add_argument("--seconds", type=float, default=20, help="seconds per step")
     parser.add_argument("--backlog", type=int, default=500_000)
@@ -177,6 +199,7 @@ def main() -> int:
             return samples[-1][1] >= args.backlog
 
         wait_for(done, 600, interval=0.2, what="backlog processed")
+        catch_up_cpu = cpu_seconds(analytics.proc.pid)  # start-up included
         on_topic.close()
         analytics.terminate()
     finally:
@@ -184,7 +207,8 @@ def main() -> int:
     lo = next(s for s in samples if s[1] >= 0.05 * args.backlog)
     hi = next(s for s in samples if s[1] >= args.backlog)
     catch_up = (hi[1] - lo[1]) / (hi[0] - lo[0])
-    print(f"catch-up: {catch_up:,.0f} bars/s")
+    catch_up_cpu_us = round(catch_up_cpu / args.backlog * 1e6, 2)
+    print(f"catch-up: {catch_up:,.0f} bars/s; analytics CPU {catch_up_cpu_us} us per bar (start-up included)")
 
     # 3. Memory with many series.
     series, per = args.memory_series, 60
@@ -226,6 +250,7 @@ def main() -> int:
             "fell_behind_at_bars_per_s": next((s["offered_bars_per_s"] for s in steps if not s["flat"]), None),
             "latency_definition": "indicator message CreateTime - bar message CreateTime (librdkafka, ms)",
             "catch_up_bars_per_s": round(catch_up),
+            "catch_up_analytics_cpu_us_per_bar": catch_up_cpu_us,
             "backlog_bars": args.backlog,
             "load_average_catch_up": [load_catch_up, load()],
             "targets_bars_per_s": {"sustained": 50_000, "catch_up": 100_000},
