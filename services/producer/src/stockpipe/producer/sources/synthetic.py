@@ -194,28 +194,36 @@ class SyntheticSource:
         if start is None:
             now = clock()
             floor = now - (now - datetime(2000, 1, 3, tzinfo=UTC)) % self.step
-            start = self._history_start(floor, history)
-        self.start = start.astimezone(UTC)
+            self._starts = self._history_starts(floor, history)
+        else:
+            self._starts = dict.fromkeys((w.kind.name for w in self._walks.values()), start.astimezone(UTC))
+        self.start = min(self._starts.values(), default=(start or clock()).astimezone(UTC))
 
-    def _history_start(self, end: datetime, history: int) -> datetime:
-        """The latest start that gives every symbol ``history`` bars before ``end``.
+    def _history_starts(self, end: datetime, history: int) -> dict[str, datetime]:
+        """Per asset class, the latest start that gives each of its symbols ``history`` bars
+        before ``end``.
 
-        Bars are counted in each asset class's sessions: 1,000 one-minute equity bars reach
-        back about three trading days, not 1,000 minutes (which, at night, hold none).
+        Bars are counted in each class's sessions: 1,000 one-minute equity bars reach back
+        about three trading days, not 1,000 minutes (which, at night, hold none). Each class
+        starts at its own point, so crypto beside equities also gets 1,000 bars, not the
+        three days' worth that the equities' start would give it.
         """
         kinds = {w.kind.name: w.kind for w in self._walks.values()}
         need = dict.fromkeys(kinds, history)
+        starts = dict.fromkeys(kinds, end)
         ts = end
         # Bounded: equities trade about a fifth of all minutes; a class that never opens at
-        # this interval must not keep the loop going.
+        # this interval must not keep the loop going (it starts where the search gave up).
         for _ in range(history * 10 + 20_000):
             if not any(n > 0 for n in need.values()):
                 break
             ts -= self.step
             for name, kind in kinds.items():
-                if need[name] > 0 and kind.is_open(ts, self.step):
-                    need[name] -= 1
-        return ts
+                if need[name] > 0:
+                    starts[name] = ts
+                    if kind.is_open(ts, self.step):
+                        need[name] -= 1
+        return starts
 
     def series(self) -> set[tuple[str, str]]:
         """The (symbol, interval) series this source publishes."""
@@ -237,7 +245,7 @@ class SyntheticSource:
                 walk.rng.seed(zlib.crc32(f"{self.seed}:{s}:{last.ts.isoformat()}".encode()))
                 next_ts[s] = last.ts + self.step
             else:
-                next_ts[s] = self.start
+                next_ts[s] = self._starts[walk.kind.name]
         ts = min(next_ts.values()) if next_ts else self.start
         period = 1.0 / self.rate if self.rate > 0 else 0.0
         due = time.monotonic()
