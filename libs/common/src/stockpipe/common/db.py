@@ -20,10 +20,10 @@ import io
 import logging
 import math
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 import psycopg2
@@ -34,7 +34,7 @@ import psycopg2.pool
 from stockpipe.common.errors import StockpipeError, TransientError
 from stockpipe.common.settings import CommonSettings
 
-__all__ = ["CopyConflict", "Database", "TableWriter", "copy_field", "copy_line", "copy_text", "is_transient",
+__all__ = ["CopyConflict", "CopyData", "Database", "TableWriter", "copy_field", "copy_line", "copy_text", "is_transient",
            "is_data_error", "write_tables"]
 
 logger = logging.getLogger(__name__)
@@ -206,11 +206,19 @@ def copy_text(rows: Sequence[Sequence[Any]], *, plain: bool = False, versioned: 
     return data.translate(_COMMA_TO_TAB, b'"').replace(b"null", b"\\N") + b"\n"
 
 
+class CopyData(NamedTuple):
+    """A batch's rows formatted for COPY: text, or PostgreSQL's binary format."""
+
+    data: bytes
+    binary: bool = False
+
+
 class TableWriter:
     """Idempotent batch writes of rows into one table with a primary or unique key.
 
     Rows are tuples in ``columns`` order (with a leading schema version when
-    ``versioned``); see :func:`copy_text` for ``plain``.
+    ``versioned``); see :func:`copy_text` for ``plain``. ``binary``, if given, formats rows
+    as binary COPY data, or returns ``None`` for rows it cannot represent (they go as text).
     """
 
     # After a conflicting batch, this many batches go straight to the upsert path before a
@@ -218,12 +226,14 @@ class TableWriter:
     _UPSERT_STREAK = 100
 
     def __init__(self, table: str, columns: Sequence[str], key: Sequence[str], *,
-                 plain: bool = False, versioned: bool = False) -> None:
+                 plain: bool = False, versioned: bool = False,
+                 binary: Callable[[Sequence[Sequence[Any]]], bytes | None] | None = None) -> None:
         self.table = table
         self.columns = tuple(columns)
         self.key = tuple(key)
         self.plain = plain
         self.versioned = versioned
+        self.binary = binary
         q = {c: f'"{c}"' for c in self.columns}  # "interval" is an SQL keyword
         cols = ", ".join(q.values())
         self._stage = f"_stage_{table}"
@@ -243,12 +253,23 @@ class TableWriter:
         self._upsert_batches_left = 0
 
     def format(self, rows: Sequence[Sequence[Any]]) -> bytes:
+        """``rows`` in COPY's text format."""
         return copy_text(rows, plain=self.plain, versioned=self.versioned)
 
-    def write(self, cur: psycopg2.extensions.cursor, rows: Sequence[Sequence[Any]], text: bytes | None = None) -> None:
+    def prepare(self, rows: Sequence[Sequence[Any]]) -> CopyData:
+        """``rows`` ready for :meth:`write`: binary where the writer has a binary format and
+        it can hold them, else text."""
+        if self.binary is not None and rows:
+            data = self.binary(rows)
+            if data is not None:
+                return CopyData(data, True)
+        return CopyData(self.format(rows))
+
+    def write(self, cur: psycopg2.extensions.cursor, rows: Sequence[Sequence[Any]],
+              copy: CopyData | None = None) -> None:
         """Write ``rows`` idempotently; the first row of a key wins (stored, then in ``rows``).
 
-        ``text``: the rows already formatted by :meth:`format` (done ahead, off this thread).
+        ``copy``: the rows already formatted by :meth:`prepare` (done ahead, off this thread).
         Call it at most once per table per transaction: the staging table empties on commit.
 
         Raises :class:`CopyConflict` when the direct COPY met a key already stored (a replay)
@@ -260,10 +281,11 @@ class TableWriter:
         """
         if not rows:
             return
-        data = text if text is not None else self.format(rows)
+        data, binary = copy if copy is not None else self.prepare(rows)
+        options = _BINARY if binary else ""
         if self._upsert_batches_left == 0:
             try:
-                cur.copy_expert(self._copy_direct, io.BytesIO(data), size=_COPY_CHUNK)
+                cur.copy_expert(self._copy_direct + options, io.BytesIO(data), size=_COPY_CHUNK)
                 return
             except psycopg2.errors.UniqueViolation as exc:
                 self._upsert_batches_left = self._UPSERT_STREAK
@@ -271,7 +293,7 @@ class TableWriter:
                 raise CopyConflict(f"{self.table}: a direct COPY met a stored key") from exc
         self._upsert_batches_left -= 1
         cur.execute(self._create_stage)
-        cur.copy_expert(self._copy_stage, io.BytesIO(data), size=_COPY_CHUNK)
+        cur.copy_expert(self._copy_stage + options, io.BytesIO(data), size=_COPY_CHUNK)
         cur.execute(self._merge)
 
 
@@ -279,8 +301,8 @@ class CopyConflict(StockpipeError):
     """A direct COPY met a stored key: the transaction is aborted; write the batch again in a new one."""
 
 
-def write_tables(db: Database, writes: Sequence[tuple[TableWriter, Sequence[Sequence[Any]], bytes | None]]) -> None:
-    """``(writer, rows, text)`` of each table written in ONE transaction, committed.
+def write_tables(db: Database, writes: Sequence[tuple[TableWriter, Sequence[Sequence[Any]], CopyData | None]]) -> None:
+    """``(writer, rows, copy)`` of each table written in ONE transaction, committed.
 
     After a :class:`CopyConflict` the whole transaction is written again: that table's writer
     now upserts, so this ends after at most one retry per writer.
@@ -288,11 +310,12 @@ def write_tables(db: Database, writes: Sequence[tuple[TableWriter, Sequence[Sequ
     while True:
         try:
             with db.transaction() as cur:
-                for writer, rows, text in writes:
-                    writer.write(cur, rows, text)
+                for writer, rows, copy in writes:
+                    writer.write(cur, rows, copy)
             return
         except CopyConflict:
             continue
 
 
+_BINARY = " (FORMAT binary)"
 _COPY_CHUNK = 1 << 20  # bytes per COPY round trip; psycopg2's 8 KiB default costs many calls

@@ -5,10 +5,11 @@ commits and waits out outages. Delivery is at-least-once with idempotent writes,
 exactly-once in the tables:
 
 1. the loop polls up to ``batch_size`` messages from the persisted topics;
-2. :meth:`IngestHandler.decode` turns each into rows with its topic's sink; an invalid one
-   is set aside with its reason;
-3. :meth:`IngestHandler.handle` formats the rows as COPY text and queues the batch on the
-   writer thread, which writes every sink's rows in ONE PostgreSQL transaction (COPY; on
+2. :meth:`IngestHandler.decode` turns each into rows with its topic's sink (an invalid one
+   is set aside with its reason) and formats them for COPY: binary for bars and indicators
+   (:mod:`stockpipe.ingestor.binary`), text for the rest;
+3. :meth:`IngestHandler.handle` queues the batch on the writer thread, which writes every
+   sink's rows in ONE PostgreSQL transaction (COPY; on
    overlap the transaction is written again with ``INSERT ... ON CONFLICT DO NOTHING``:
    the first row of a key wins);
 4. once the write committed, the loop dead-letters the rejects and waits for their
@@ -39,7 +40,7 @@ from itertools import groupby
 from operator import itemgetter, methodcaller
 
 from stockpipe.common.consume import Batch, Handler
-from stockpipe.common.db import Database, is_data_error, write_tables
+from stockpipe.common.db import CopyData, Database, is_data_error, write_tables
 from stockpipe.common.errors import InvalidMessage
 from stockpipe.common.kafka import Message
 from stockpipe.common.messages import DECODE_ERRORS
@@ -61,7 +62,7 @@ class IngestBatch(Batch):
     """A batch decoded straight into rows per sink (no per-message value kept)."""
 
     rows: dict[str, Rows] = field(default_factory=dict)
-    texts: dict[str, bytes] = field(default_factory=dict)  # rows already in COPY text, formatted ahead
+    copies: dict[str, CopyData] = field(default_factory=dict)  # rows already formatted for COPY, ahead
 
     def row_count(self) -> int:
         return sum(map(len, self.rows.values()))
@@ -124,7 +125,7 @@ class IngestHandler(Handler):
     def decode(self, messages: list[Message]) -> IngestBatch:
         start = time.perf_counter()
         batch = decode_batch(messages, self.sinks)
-        batch.texts = {kind: SINKS[kind].writer.format(rows) for kind, rows in batch.rows.items()}
+        batch.copies = {kind: SINKS[kind].writer.prepare(rows) for kind, rows in batch.rows.items()}
         _DECODE_SECONDS.observe(time.perf_counter() - start)
         return batch
 
@@ -135,7 +136,7 @@ class IngestHandler(Handler):
         """Write the batch in one transaction; isolate rows the database refuses."""
         start = time.perf_counter()
         try:
-            self._write_rows(batch.rows, batch.texts)
+            self._write_rows(batch.rows, batch.copies)
         except Exception as exc:
             if not is_data_error(exc):
                 raise
@@ -149,8 +150,9 @@ class IngestHandler(Handler):
         self.progress.add(rows=batch.row_count())
         _WRITE_SECONDS.observe(time.perf_counter() - start)
 
-    def _write_rows(self, rows: dict[str, Rows], texts: dict[str, bytes] | None = None) -> None:
-        write_tables(self.db, [(SINKS[kind].writer, kind_rows, (texts or {}).get(kind)) for kind, kind_rows in rows.items()])
+    def _write_rows(self, rows: dict[str, Rows], copies: dict[str, CopyData] | None = None) -> None:
+        write_tables(self.db, [(SINKS[kind].writer, kind_rows, (copies or {}).get(kind))
+                               for kind, kind_rows in rows.items()])
 
     def _isolate(self, messages: list[Message]) -> list[tuple[Message, InvalidMessage]]:
         """Store what the database takes, halving until each refused message stands alone."""

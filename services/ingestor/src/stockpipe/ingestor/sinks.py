@@ -11,10 +11,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec.inspect
 from msgspec.structs import astuple
 
 from stockpipe.common.db import TableWriter
 from stockpipe.common.messages import Alert, Bar, Codec, Forecast, Indicators
+from stockpipe.ingestor.binary import BinaryRows
 
 __all__ = ["Sink", "SINKS"]
 
@@ -64,16 +66,33 @@ def _fields(model: type) -> tuple[str, ...]:
     return names[1:]
 
 
+def _binary(model: type) -> BinaryRows:
+    """The binary COPY format of a message's rows (``astuple``), from its field types."""
+    kinds = []
+    for f in msgspec.inspect.type_info(model).fields[1:]:  # after v
+        t = f.type
+        nullable = isinstance(t, msgspec.inspect.UnionType) and any(
+            isinstance(x, msgspec.inspect.NoneType) for x in t.types)
+        if nullable:
+            t = next(x for x in t.types if not isinstance(x, msgspec.inspect.NoneType))
+        kind = {msgspec.inspect.StrType: "text", msgspec.inspect.LiteralType: "text",
+                msgspec.inspect.DateTimeType: "timestamptz", msgspec.inspect.FloatType: "float8",
+                msgspec.inspect.IntType: "int8"}[type(t)]
+        kinds.append(kind + "?" if nullable else kind)
+    return BinaryRows(kinds, versioned=True)
+
+
 _KEY = ("symbol", "interval", "ts")
 
 SINKS: dict[str, Sink] = {
     s.kind: s
     for s in (
-        # Bars and indicators hold no free text: the fast COPY formatting applies.
-        Sink("raw", Codec(Bar), TableWriter("price_bars", _fields(Bar), _KEY, plain=True, versioned=True),
-             _struct_row, _struct_rows),
-        Sink("indicators", Codec(Indicators),
-             TableWriter("indicators", _fields(Indicators), _KEY, plain=True, versioned=True),
+        # Bars and indicators hold no free text: the fast COPY formats apply (binary, and
+        # plain text for a batch binary cannot hold).
+        Sink("raw", Codec(Bar), TableWriter("price_bars", _fields(Bar), _KEY, plain=True, versioned=True,
+                                            binary=_binary(Bar)), _struct_row, _struct_rows),
+        Sink("indicators", Codec(Indicators), TableWriter("indicators", _fields(Indicators), _KEY, plain=True,
+                                                          versioned=True, binary=_binary(Indicators)),
              _struct_row, _struct_rows),
         Sink("alerts", Codec(Alert), TableWriter(
             "alerts", ("id", "symbol", "interval", "ts", "rule", "value", "threshold", "message"), ("id",)),
