@@ -213,6 +213,7 @@ def test_external_kafka_and_postgres() -> None:
                         | {"env": []})
     assert env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka-0.kafka.example.svc:9093,kafka-1.kafka.example.svc:9093"
     assert env["KAFKA_SECURITY_PROTOCOL"] == "sasl_ssl" and env["KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512"
+    assert env["KAFKA_COMPRESSION"] == "zstd"
     assert env["POSTGRES_HOST"] == "stockpipe-rw.databases.svc"
     job = one(docs, "Job", "t-stockpipe-migrate")
     assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"

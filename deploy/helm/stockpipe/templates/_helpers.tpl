@@ -148,6 +148,7 @@ capabilities:
 {{- $c := .Values.config -}}
 KAFKA_BOOTSTRAP_SERVERS: {{ include "stockpipe.kafkaBootstrap" . | quote }}
 KAFKA_SECURITY_PROTOCOL: {{ .Values.kafka.securityProtocol | quote }}
+KAFKA_COMPRESSION: {{ .Values.kafka.compression | quote }}
 {{- if .Values.kafka.sasl.mechanism }}
 KAFKA_SASL_MECHANISM: {{ .Values.kafka.sasl.mechanism | quote }}
 KAFKA_SASL_USERNAME: {{ .Values.kafka.sasl.username | quote }}

@@ -74,7 +74,7 @@ class Publisher:
         conf = settings.kafka_config() | {
             "enable.idempotence": True,  # implies acks=all and ordered, de-duplicated retries
             "linger.ms": 5,  # a few ms of batching buys an order of magnitude in throughput
-            "compression.type": "lz4",
+            "compression.type": settings.kafka_compression,
             "queue.buffering.max.messages": 500_000,
             "queue.buffering.max.kbytes": 256 * 1024,
             # Successes are counted in bulk once nothing is outstanding (_drain_acks): a Python

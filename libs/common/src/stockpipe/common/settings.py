@@ -203,6 +203,8 @@ class CommonSettings:
     kafka_sasl_mechanism: str = setting("", help="Kafka SASL mechanism (PLAIN, SCRAM-SHA-512, ...), when SASL is used")
     kafka_sasl_username: str = setting("", help="Kafka SASL user name")
     kafka_sasl_password: Secret = setting(Secret(""), help="Kafka SASL password")
+    kafka_compression: Literal["lz4", "zstd", "snappy", "gzip", "none"] = setting(
+        "lz4", help="compression of the messages the services publish (librdkafka compression.type)")
     topic_prefix: str = setting("", help="prefix put before every topic name (e.g. 'prod.')",
                                 pattern=r"^[A-Za-z0-9._-]{0,100}$")
     topic_raw: str = setting("raw", help="topic of raw OHLCV bars", pattern=r"^[A-Za-z0-9._-]{1,200}$")
