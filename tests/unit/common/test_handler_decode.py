@@ -8,24 +8,16 @@ from datetime import UTC, datetime, timedelta
 
 from stockpipe.common.consume import Handler
 from stockpipe.common.errors import InvalidMessage
+from stockpipe.common.kafka import Message
 from stockpipe.common.messages import Alert, Bar, Codec, alert_id
 
 T0 = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(days=1)
 
 
-class Msg:
-    def __init__(self, topic: str, value: bytes | None, received_ms: int | None) -> None:
-        self._topic, self._value = topic, value
-        self._ts = (1, received_ms) if received_ms is not None else (0, -1)
-
-    def topic(self) -> str:
-        return self._topic
-
-    def value(self) -> bytes | None:
-        return self._value
-
-    def timestamp(self) -> tuple[int, int]:
-        return self._ts
+def Msg(topic: str, value: bytes | None, received_ms: int | None) -> Message:  # noqa: N802
+    """A consumed message as confluent-kafka gives it (the code reads it through Message's own methods)."""
+    return Message(topic=topic, partition=0, offset=0, value=value,
+                   timestamp=(1, received_ms) if received_ms is not None else (0, -1))
 
 
 def one_by_one(handler: Handler, messages: list[Msg]) -> tuple[list, list]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import random
 import struct
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -67,6 +67,31 @@ def random_rows(n: int, seed: int = 7) -> list[tuple]:
 def test_rows_read_back_exactly_and_in_order() -> None:
     rows = random_rows(5_000)
     assert parse(BinaryRows(KINDS)(rows), KINDS) == rows  # every microsecond, every bit, in order
+
+
+def feed_rows(n: int, seed: int = 11) -> list[tuple]:
+    """Rows as a feed gives them: 40 symbols sharing each minute's time, a few intervals."""
+    rnd = random.Random(seed)
+    t0 = datetime(2024, 3, 1, 14, 30, tzinfo=UTC)
+    return [(f"SYM{i % 40}", t0 + timedelta(minutes=i // 40), rnd.choice(["1m", "5m"]), rnd.uniform(1, 500),
+             rnd.choice([None, rnd.uniform(-1, 1)]), rnd.randrange(10**9)) for i in range(n)]
+
+
+def test_repeated_values_read_back_exactly_and_in_order() -> None:
+    # Text and times that repeat are converted once per distinct value, then indexed.
+    rows = feed_rows(4_000)
+    assert parse(BinaryRows(KINDS)(rows), KINDS) == rows
+    # The same instant spelled in another zone is the same timestamptz.
+    paris = timezone(timedelta(hours=1))
+    mixed = [(s, ts.astimezone(paris) if i % 3 else ts, *rest) for i, (s, ts, *rest) in enumerate(rows)]
+    assert parse(BinaryRows(KINDS)(mixed), KINDS) == rows
+
+
+@pytest.mark.parametrize("column, bad", [(0, "SYMé"), (1, datetime(1850, 1, 1, tzinfo=UTC))])
+def test_one_bad_value_among_repeated_ones_gives_none(column: int, bad: object) -> None:
+    rows = feed_rows(400)
+    rows[123] = (*rows[123][:column], bad, *rows[123][column + 1:])
+    assert BinaryRows(KINDS)(rows) is None
 
 
 def test_versioned_rows_drop_the_leading_v() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from stockpipe.common.kafka import Message
 from stockpipe.common.messages import Alert, Bar, Codec, Forecast, ForecastPoint, Indicators, alert_id
 from stockpipe.ingestor.app import decode_batch
 from stockpipe.ingestor.sinks import SINKS
@@ -11,25 +12,11 @@ from stockpipe.ingestor.sinks import SINKS
 TS = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
 
 
-class Msg:
-    def __init__(self, topic: str, value: bytes | None, offset: int = 0, received: datetime | None = None) -> None:
-        self._topic, self._value, self._offset = topic, value, offset
-        self._ts = (1, int(received.timestamp() * 1000)) if received else (0, -1)
-
-    def topic(self) -> str:
-        return self._topic
-
-    def value(self) -> bytes | None:
-        return self._value
-
-    def partition(self) -> int:
-        return 0
-
-    def offset(self) -> int:
-        return self._offset
-
-    def timestamp(self) -> tuple[int, int]:
-        return self._ts  # (TIMESTAMP_CREATE_TIME, ms), or (TIMESTAMP_NOT_AVAILABLE, -1)
+def Msg(topic: str, value: bytes | None, offset: int = 0, received: datetime | None = None) -> Message:  # noqa: N802
+    """A consumed message as confluent-kafka gives it (the code reads it through Message's own methods)."""
+    # timestamp: (TIMESTAMP_CREATE_TIME, ms), or (TIMESTAMP_NOT_AVAILABLE, -1)
+    return Message(topic=topic, partition=0, offset=offset, value=value,
+                   timestamp=(1, int(received.timestamp() * 1000)) if received else (0, -1))
 
 
 def bar(close: float = 10.5, ts: datetime = TS) -> bytes:

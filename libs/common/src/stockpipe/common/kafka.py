@@ -19,12 +19,10 @@ import logging
 import threading
 import time
 from collections import Counter as _Tally
-from collections.abc import Callable, Iterable, Sequence
-from operator import methodcaller
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from confluent_kafka import (
-    OFFSET_INVALID,
     Consumer,
     KafkaError,
     KafkaException,
@@ -233,8 +231,13 @@ class Publisher:
             logger.error("closing producer: %s", exc)
 
 
-_ERROR = methodcaller("error")
-_TOPIC = methodcaller("topic")
+# Message's own methods, unbound: map(Message.topic, batch) costs ~25 ns a message, where
+# methodcaller("topic") looks the name up on each call (~125 ns). The consume loop, the
+# ingestor and every handler read a field or two of each message through these.
+_ERROR = Message.error
+_TOPIC = Message.topic
+_PARTITION = Message.partition
+_OFFSET = Message.offset
 
 
 class BatchConsumer:
@@ -339,7 +342,7 @@ class BatchConsumer:
                 MESSAGES_CONSUMED.labels(topic).inc(n)
         return good
 
-    def commit(self, messages: Iterable[Message], asynchronous: bool = False) -> None:
+    def commit(self, messages: Sequence[Message], asynchronous: bool = False) -> None:
         """Commit the offsets after ``messages`` (call once their output is durable).
 
         ``asynchronous=True`` sends the commit without waiting for the broker's answer
@@ -389,15 +392,16 @@ class BatchConsumer:
             logger.warning("the consumer did not close within %.1fs (Kafka unreachable?): leaving anyway", timeout)
 
 
-def next_offsets(messages: Iterable[Message]) -> list[TopicPartition]:
-    """The offset to commit per partition: one past the highest offset seen."""
-    top: dict[tuple[str, int], int] = {}
-    for msg in messages:
-        key = (msg.topic(), msg.partition())
-        off = msg.offset()
-        if off > top.get(key, OFFSET_INVALID):
-            top[key] = off
-    return [TopicPartition(t, p, o + 1) for (t, p), o in top.items()]
+def next_offsets(messages: Sequence[Message]) -> list[TopicPartition]:
+    """The offset to commit per partition: one past its last message in ``messages``.
+
+    ``messages`` in the order consumed: Kafka delivers a partition's messages in offset
+    order, so its last one is its highest. (Were one ever out of order, the commit would
+    fall short of the highest, which re-reads a few messages and loses none.) One C-level
+    pass: a dict keeps the last value given for a key.
+    """
+    last = dict(zip(zip(map(_TOPIC, messages), map(_PARTITION, messages)), map(_OFFSET, messages)))
+    return [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
 
 
 def _fmt(partitions: list[TopicPartition]) -> str:

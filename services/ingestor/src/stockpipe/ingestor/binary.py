@@ -39,6 +39,20 @@ _U1 = np.uint8
 _timestamp = datetime.timestamp
 
 
+def _distinct(column: Sequence[Any]) -> tuple[Sequence[Any], np.ndarray | None]:
+    """``column`` as its distinct values and each row's index into them, when values repeat.
+
+    A batch's symbols, intervals, sources and times repeat (a feed's symbols share each
+    bar's time): converting each distinct value once, then indexing, is cheaper than
+    converting every row. ``(column, None)`` when most values are distinct.
+    """
+    first = dict.fromkeys(column)  # C-level; keeps first-seen order
+    if len(first) * 4 > len(column):
+        return column, None
+    index = dict(zip(first, range(len(first))))
+    return list(first), np.fromiter(map(index.__getitem__, column), np.intp, len(column))
+
+
 class BinaryRows:
     """Formats rows (tuples in column order) of one table as binary COPY data."""
 
@@ -62,15 +76,21 @@ class BinaryRows:
             lengths = None
             try:
                 if kind == "text":
-                    values = np.array(column, dtype="S")  # raises on a character beyond ASCII
+                    distinct, codes = _distinct(column)
+                    values = np.array(distinct, dtype="S")  # raises on a character beyond ASCII
                     # Python's lengths, not numpy's (which drops trailing NULs): the server
                     # refuses a NUL in text either way, as it does in a text COPY.
-                    lengths = np.fromiter(map(len, column), np.int32, n)
+                    lengths = np.fromiter(map(len, distinct), np.int32, len(distinct))
+                    if codes is not None:
+                        values, lengths = values[codes], lengths[codes]
                 elif kind == "timestamptz":
-                    seconds = np.fromiter(map(_timestamp, column), np.float64, n)
+                    distinct, codes = _distinct(column)
+                    seconds = np.fromiter(map(_timestamp, distinct), np.float64, len(distinct))
                     if not (np.abs(seconds) <= _EXACT_SECONDS).all():
                         return None
                     values = (np.rint(seconds * 1e6).astype(np.int64) - _PG_EPOCH_US).astype(">i8")
+                    if codes is not None:
+                        values = values[codes]
                 elif kind == "int8":
                     values = np.array(column, dtype=">i8")
                 else:  # float8, float8?: NaN and ±inf become NULL, as in the text path (JSON's null)
