@@ -12,6 +12,7 @@ import pytest
 from stockpipe.common.db import CopyConflict, Database, TableWriter, write_tables
 from stockpipe.common.messages import MAX_VOLUME, PRICE_RANGE
 from stockpipe.common.settings import CommonSettings, Secret
+from stockpipe.ingestor.binary import BinaryRows
 from stockpipe.ingestor.sinks import SINKS
 
 from harness import Stack
@@ -30,9 +31,15 @@ def database(stack: Stack) -> Database:
     return Database(CommonSettings(postgres_dsn=Secret(stack.dsn), service_name="test"))
 
 
+def tuple_binary(kind: str) -> BinaryRows:
+    """The sink's binary format for rows as tuples (the ingestor hands it messages: the same
+    bytes, tests/unit/ingestor/test_binary.py)."""
+    return BinaryRows(SINKS[kind].writer.binary.kinds, versioned=True)
+
+
 def bars_writer(binary: bool = False) -> TableWriter:
     return TableWriter("price_bars", COLUMNS, ("symbol", "interval", "ts"), plain=True, versioned=True,
-                       binary=SINKS["raw"].writer.binary if binary else None)
+                       binary=tuple_binary("raw") if binary else None)
 
 
 def write(stack: Stack, writer: TableWriter, rows: list[tuple], preformatted: bool) -> None:
@@ -125,7 +132,7 @@ def test_binary_copy_stores_exactly_what_text_copy_stores(stack: Stack) -> None:
         for kind, table, rows in (("raw", "price_bars", bars), ("indicators", "indicators", indicators)):
             sink = SINKS[kind].writer
             writer = TableWriter(table, sink.columns, sink.key, plain=True, versioned=True,
-                                 binary=sink.binary if binary else None)
+                                 binary=tuple_binary(kind) if binary else None)
             assert writer.prepare(rows).binary is binary
             stack.execute(f"TRUNCATE {table}")
             write(stack, writer, rows, True)

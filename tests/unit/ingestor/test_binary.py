@@ -12,7 +12,10 @@ import struct
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from msgspec.structs import astuple
 
+from stockpipe.common.db import copy_text
+from stockpipe.common.messages import Bar
 from stockpipe.ingestor.binary import BinaryRows
 from stockpipe.ingestor.sinks import SINKS
 
@@ -137,6 +140,16 @@ def test_empty_and_malformed() -> None:
         BinaryRows(KINDS)([("A", datetime(2024, 1, 2, tzinfo=UTC))])
     with pytest.raises(ValueError, match="kind"):
         BinaryRows(["varchar"])
+
+
+def test_messages_as_rows_give_the_bytes_of_their_tuples() -> None:
+    # The ingestor's bars and indicators are read by attribute, not made into tuples first.
+    bars = [Bar(symbol=f"S{i % 7}", ts=datetime(2024, 1, 2, 14, i % 60, tzinfo=UTC), interval="1m", open=1.5,
+                high=2.0 + i, low=1.0, close=1.5, volume=i, source="synthetic") for i in range(300)]
+    writer = SINKS["raw"].writer
+    plain = BinaryRows(writer.binary.kinds, versioned=True)
+    assert writer.binary(bars) == plain([astuple(b) for b in bars])
+    assert writer.format(bars) == copy_text([astuple(b) for b in bars], plain=True, versioned=True)
 
 
 def test_the_sinks_formats_follow_the_message_fields() -> None:

@@ -43,7 +43,7 @@ def test_duplicate_keys_in_a_batch_are_all_kept_as_rows() -> None:
     batch = decode_batch([Msg("raw", bar(10.5)), Msg("raw", bar(10.7)), Msg("raw", bar(10.6, TS.replace(minute=31)))],
                          SINKS_BY_TOPIC)
     assert len(batch.rows["raw"]) == 3 and len(batch.messages) == 3
-    assert [(r[2].minute, r[7]) for r in batch.rows["raw"]] == [(30, 10.5), (30, 10.7), (31, 10.6)]
+    assert [(r.ts.minute, r.close) for r in batch.rows["raw"]] == [(30, 10.5), (30, 10.7), (31, 10.6)]
 
 
 def test_invalid_messages_are_rejected_not_raised() -> None:

@@ -217,8 +217,9 @@ class TableWriter:
     """Idempotent batch writes of rows into one table with a primary or unique key.
 
     Rows are tuples in ``columns`` order (with a leading schema version when
-    ``versioned``); see :func:`copy_text` for ``plain``. ``binary``, if given, formats rows
-    as binary COPY data, or returns ``None`` for rows it cannot represent (they go as text).
+    ``versioned``), or objects that ``as_tuple`` turns into such tuples; see
+    :func:`copy_text` for ``plain``. ``binary``, if given, formats rows as binary COPY data,
+    or returns ``None`` for rows it cannot represent (they go as text).
     """
 
     # After a conflicting batch, this many batches go straight to the upsert path before a
@@ -227,13 +228,15 @@ class TableWriter:
 
     def __init__(self, table: str, columns: Sequence[str], key: Sequence[str], *,
                  plain: bool = False, versioned: bool = False,
-                 binary: Callable[[Sequence[Sequence[Any]]], bytes | None] | None = None) -> None:
+                 binary: Callable[[Sequence[Any]], bytes | None] | None = None,
+                 as_tuple: Callable[[Any], tuple] | None = None) -> None:
         self.table = table
         self.columns = tuple(columns)
         self.key = tuple(key)
         self.plain = plain
         self.versioned = versioned
         self.binary = binary
+        self.as_tuple = as_tuple
         q = {c: f'"{c}"' for c in self.columns}  # "interval" is an SQL keyword
         cols = ", ".join(q.values())
         self._stage = f"_stage_{table}"
@@ -254,6 +257,8 @@ class TableWriter:
 
     def format(self, rows: Sequence[Sequence[Any]]) -> bytes:
         """``rows`` in COPY's text format."""
+        if self.as_tuple is not None:
+            rows = list(map(self.as_tuple, rows))
         return copy_text(rows, plain=self.plain, versioned=self.versioned)
 
     def prepare(self, rows: Sequence[Sequence[Any]]) -> CopyData:

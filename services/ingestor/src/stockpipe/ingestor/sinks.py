@@ -1,8 +1,10 @@
 """Topic → table mappings: how each message becomes rows (all SQL of the ingestor is here).
 
-A sink decodes a message into its v1 model and appends its rows (tuples in column order)
-to the batch. The table writer turns a batch into COPY text; a key repeated within a
-batch keeps its first row (messages are final: the first one wins, DESIGN.md).
+A sink decodes a message into its v1 model and appends its rows to the batch: tuples in
+column order, or for bars and indicators the message itself (its fields are the columns).
+The table writer turns a batch into COPY data (binary for bars and indicators, else text); a
+key repeated within a batch keeps its first row (messages are final: the first one wins,
+DESIGN.md).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from stockpipe.ingestor.binary import BinaryRows
 
 __all__ = ["Sink", "SINKS"]
 
-Rows = list[tuple]
+Rows = list[Any]  # tuples in the writer's column order, or messages whose fields are its columns
 
 
 @dataclass(frozen=True)
@@ -30,7 +32,7 @@ class Sink:
     kind: str
     codec: Codec
     writer: TableWriter
-    add_rows: Callable[[Any, Rows], None]  # message model -> rows appended (tuples in the writer's order)
+    add_rows: Callable[[Any, Rows], None]  # message model -> rows appended (see Rows)
     add_all: Callable[[list[Any], Rows], None]  # add_rows of each model in a list, in order
 
 
@@ -41,14 +43,15 @@ def _each(add_rows: Callable[[Any, Rows], None]) -> Callable[[list[Any], Rows], 
     return add_all
 
 
+# Bars and indicators: the message's fields are the table's columns in the same order,
+# after ``v``, so the message itself is the row: the binary format reads its columns by
+# attribute, and the text format makes the tuple (msgspec's C astuple).
 def _struct_row(m: Any, rows: Rows) -> None:
-    # The message's fields are the table's columns in the same order, after ``v``:
-    # msgspec's C astuple builds the row without a Python frame per field.
-    rows.append(astuple(m))
+    rows.append(m)
 
 
 def _struct_rows(models: list[Any], rows: Rows) -> None:
-    rows.extend(map(astuple, models))  # _struct_row of each, in one C-level pass
+    rows.extend(models)
 
 
 def _alert_rows(a: Alert, rows: Rows) -> None:
@@ -67,7 +70,7 @@ def _fields(model: type) -> tuple[str, ...]:
 
 
 def _binary(model: type) -> BinaryRows:
-    """The binary COPY format of a message's rows (``astuple``), from its field types."""
+    """The binary COPY format of messages as rows, from their field types."""
     kinds = []
     for f in msgspec.inspect.type_info(model).fields[1:]:  # after v
         t = f.type
@@ -79,7 +82,7 @@ def _binary(model: type) -> BinaryRows:
                 msgspec.inspect.DateTimeType: "timestamptz", msgspec.inspect.FloatType: "float8",
                 msgspec.inspect.IntType: "int8"}[type(t)]
         kinds.append(kind + "?" if nullable else kind)
-    return BinaryRows(kinds, versioned=True)
+    return BinaryRows(kinds, fields=_fields(model))
 
 
 _KEY = ("symbol", "interval", "ts")
@@ -90,9 +93,9 @@ SINKS: dict[str, Sink] = {
         # Bars and indicators hold no free text: the fast COPY formats apply (binary, and
         # plain text for a batch binary cannot hold).
         Sink("raw", Codec(Bar), TableWriter("price_bars", _fields(Bar), _KEY, plain=True, versioned=True,
-                                            binary=_binary(Bar)), _struct_row, _struct_rows),
+                                            binary=_binary(Bar), as_tuple=astuple), _struct_row, _struct_rows),
         Sink("indicators", Codec(Indicators), TableWriter("indicators", _fields(Indicators), _KEY, plain=True,
-                                                          versioned=True, binary=_binary(Indicators)),
+                                                          versioned=True, binary=_binary(Indicators), as_tuple=astuple),
              _struct_row, _struct_rows),
         Sink("alerts", Codec(Alert), TableWriter(
             "alerts", ("id", "symbol", "interval", "ts", "rule", "value", "threshold", "message"), ("id",)),
