@@ -18,6 +18,12 @@ from stockpipe.ingestor.settings import IngestorSettings
 # round trip; at CPython's default 5 ms switch interval those waits made a 20,000-row write
 # take ~65 ms instead of ~54 (ingest benchmark, 1M bars).
 SWITCH_INTERVAL = 0.0005
+# Batches in flight (decoded, not yet committed). The main thread and the writer take about
+# as long per batch, each unevenly, so a short queue leaves one waiting for the other: with 2,
+# draining a 1M backlog left 1.3-1.5 µs of idle CPU per row on 2 cores, with 4 1.0-1.2, and
+# ran 10 % faster (mean of 5 paired runs; 4 also beat 3 in 3 pairs, 6 beat 4 in 1 of 3).
+# The cost: peak RSS in that drain 345 MB instead of 309 MB.
+INFLIGHT_BATCHES = 4
 
 
 def main() -> int:
@@ -34,7 +40,7 @@ def main() -> int:
         loop = ConsumeLoop(settings, settings.ingestor_group_id, list(handler.sinks), handler,
                            publisher=publisher, health=rt.health, shutdown=rt.shutdown,
                            batch_size=settings.ingestor_batch_size, batch_timeout=settings.ingestor_batch_timeout,
-                           progress=progress)
+                           progress=progress, max_inflight=INFLIGHT_BATCHES)
         try:
             loop.run()
         finally:
