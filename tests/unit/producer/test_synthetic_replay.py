@@ -13,7 +13,7 @@ import pytest
 
 from stockpipe.common.messages import Bar, Codec
 from stockpipe.producer.sources.replay import ReplaySource
-from stockpipe.producer.sources.synthetic import SyntheticSource, synthetic_symbols
+from stockpipe.producer.sources.synthetic import _BLOCK, SyntheticSource, _Walk, synthetic_symbols
 
 START = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
 NOW = lambda: datetime(2030, 1, 1, tzinfo=UTC)  # noqa: E731 - far ahead: no live waiting
@@ -185,3 +185,26 @@ def test_synthetic_history_is_counted_in_bars_of_each_class_session(now: datetim
     per_symbol = {s: sum(b.symbol == s for b in bars) for s in ("AAPL", "EURUSD=X", "BTC-USD")}
     assert per_symbol == {"AAPL": 300, "EURUSD=X": 300, "BTC-USD": 300}  # each class from its own start
     assert [b.ts for b in bars] == sorted(b.ts for b in bars)  # still one stream in time order
+
+
+@pytest.mark.parametrize("symbol", ["AAPL", "DOGE-USD", "EURUSD=X", "USDJPY=X"])
+def test_a_walk_keeps_its_invariants_across_blocks_and_down_to_one_tick(symbol):
+    walk = _Walk(symbol, 7, 1.0)
+    walk.mu, walk.sigma = -0.02, 0.05  # a crash: every class reaches its one-tick floor
+    walk.restart(walk.price, 1)
+    tick = 10.0 ** -walk.decimals
+    bars = [walk.bar(START + timedelta(minutes=i), "1m") for i in range(5 * _BLOCK + 3)]  # Bar checks the OHLC order
+    assert all(b.open == a.close for a, b in zip(bars, bars[1:]))  # blocks join without a gap
+    assert all(round(p, walk.decimals) == p >= tick for b in bars for p in (b.open, b.high, b.low, b.close))
+    assert bars[-1].close == tick and bars[-1].volume >= 0
+
+
+def test_a_restart_continues_from_the_close_it_is_given():
+    walk = _Walk("AAPL", 7, 1.0)
+    walk.restart(123.456, 5)
+    bar = walk.bar(START, "1m")
+    assert bar.open == 123.46 and 0.9 < bar.close / bar.open < 1.1
+    walk.restart(123.456, 5)
+    assert walk.bar(START, "1m") == bar  # the same seed draws the same bar
+    walk.restart(0.001, 5)  # below one tick (a close stored at another precision)
+    assert walk.bar(START, "1m").open == 0.01

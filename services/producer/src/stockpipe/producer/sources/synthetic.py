@@ -45,12 +45,16 @@ from datetime import UTC, datetime, timedelta
 from datetime import time as clock_time
 from zoneinfo import ZoneInfo
 
+import numpy as np
+
 from stockpipe.common.messages import Bar, interval_length
 from stockpipe.producer.sources.holidays import is_nyse_holiday
 
 __all__ = ["AssetClass", "ASSET_CLASSES", "SyntheticSource", "asset_class", "synthetic_symbols", "FALLBACK_SUFFIX"]
 
 _STEPS = 8  # sub-steps per bar: enough for high/low to look like a real intrabar range
+_SQRT_STEPS = math.sqrt(_STEPS)
+_BLOCK = 64  # bars drawn at once per symbol: numpy's cost per call spread over 64 bars
 _NEW_YORK = ZoneInfo("America/New_York")
 _OPEN, _CLOSE = clock_time(9, 30), clock_time(16, 0)  # NYSE/Nasdaq regular hours
 _FX_ROLL = clock_time(17, 0)  # FX trades from Sunday to Friday 17:00 New York time
@@ -117,15 +121,24 @@ def _significant(price: float, digits: int = 6) -> int:
 
 
 class _Walk:
-    """One symbol's GBM state."""
+    """One symbol's GBM state.
 
-    __slots__ = ("symbol", "kind", "rng", "price", "mu", "sigma", "base_volume", "decimals")
+    Bars are drawn in blocks of ``_BLOCK`` with numpy: each bar takes nine standard normals
+    (eight sub-steps of the log price, one for the volume's noise), the whole block's path
+    is one cumulative sum, and the rounding to the quoted precision runs on the block too.
+    The walk itself is never rounded: a bar opens at the previous bar's close rounded the
+    same way, so ``open`` always equals the previous ``close``; a restart continues from the
+    last close sent.
+    """
+
+    __slots__ = ("symbol", "kind", "rng", "price", "mu", "sigma", "base_volume", "decimals", "_log",
+                 "_block", "_next")
 
     def __init__(self, symbol: str, seed: int, interval_minutes: float) -> None:
         self.symbol = symbol
         self.kind = asset_class(symbol)
-        self.rng = random.Random(zlib.crc32(f"{seed}:{symbol}".encode()))
-        rng, kind = self.rng, self.kind
+        crc = zlib.crc32(f"{seed}:{symbol}".encode())
+        rng, kind = random.Random(crc), self.kind
         base = symbol.removesuffix(FALLBACK_SUFFIX)
         price = rng.uniform(20, 500)
         if kind.name == "crypto":
@@ -134,37 +147,56 @@ class _Walk:
         elif kind.name == "fx":
             price = (150.0 if "JPY" in base else 1.0) * rng.uniform(0.7, 1.4)
         self.decimals = 2 if kind.name in ("equity", "load") else _significant(price)
-        self.price = round(price, self.decimals)
         annual_vol = rng.uniform(*kind.annual_vol)
         step_years = interval_minutes / kind.minutes_per_year / _STEPS
         self.sigma = annual_vol * math.sqrt(step_years)
         self.mu = (rng.uniform(-0.05, 0.15) - annual_vol**2 / 2) * step_years
         self.base_volume = rng.uniform(2_000, 50_000) * interval_minutes if kind.volume else 0.0
+        self.restart(price, crc)
+
+    def restart(self, price: float, seed: int) -> None:
+        """Continue the walk from ``price`` (a bar's close) with draws seeded by ``seed``."""
+        self.price = price = max(round(price, self.decimals), 10.0 ** -self.decimals)  # quotable, > 0
+        self._log = math.log(price)
+        self.rng = np.random.Generator(np.random.PCG64(seed))
+        self._block = np.empty((0, 5))
+        self._next = 0
+
+    def _draw(self) -> None:
+        """The next ``_BLOCK`` bars as rows of (open, high, low, close, volume)."""
+        z = self.rng.standard_normal((_BLOCK, _STEPS + 1))
+        log = np.cumsum(self.mu + self.sigma * z[:, :_STEPS]).reshape(_BLOCK, _STEPS)
+        log += self._log
+        self._log = float(log[-1, -1])
+        path = np.exp(log)
+        scale = 10.0 ** self.decimals
+        tick = 1.0 / scale
+        # Rounded to the quoted precision, at least one tick (every price quotable, > 0).
+        # Rounding is monotonic, so low <= open, close <= high survives it.
+        rows = np.empty((_BLOCK, 5))
+        close = np.maximum(np.rint(path[:, -1] * scale) / scale, tick)
+        rows[1:, 0] = close[:-1]
+        rows[0, 0] = self.price
+        rows[:, 1] = np.maximum(np.rint(path.max(axis=1) * scale) / scale, rows[:, 0])
+        rows[:, 2] = np.maximum(np.minimum(np.rint(path.min(axis=1) * scale) / scale, rows[:, 0]), tick)
+        rows[:, 3] = close
+        np.maximum(rows[:, 1], close, out=rows[:, 1])
+        np.minimum(rows[:, 2], close, out=rows[:, 2])
+        # Volume: log-normal noise around the base, growing with the size of the move.
+        move = np.abs(np.log(close / rows[:, 0])) / (self.sigma * _SQRT_STEPS)
+        rows[:, 4] = np.floor(self.base_volume * (1.0 + move) * np.exp(0.5 * z[:, _STEPS]))
+        self.price = float(close[-1])
+        self._block, self._next = rows, 0
 
     def bar(self, ts: datetime, interval: str) -> Bar:
-        gauss, price = self.rng.gauss, self.price
-        open_ = price
-        high = low = price
-        for _ in range(_STEPS):
-            price *= math.exp(self.mu + self.sigma * gauss(0.0, 1.0))
-            if price > high:
-                high = price
-            elif price < low:
-                low = price
-        # Quoted precision; the rounding keeps low <= open, close <= high.
-        d = self.decimals
-        tick = 10.0 ** -d
-        o, c = round(open_, d), round(price, d)
-        h, lo = max(round(high, d), o, c), min(round(low, d), o, c)
-        if lo < tick:  # a walk down below one tick: keep every price quotable (> 0)
-            o, c, lo = max(o, tick), max(c, tick), tick
-            h = max(h, o, c)
-        self.price = c
-        move = abs(math.log(c / o)) / (self.sigma * math.sqrt(_STEPS)) if o > 0 else 0.0
-        noise = math.exp(0.5 * gauss(0.0, 1.0))  # drawn for every class: same walk with or without volume
-        volume = int(self.base_volume * (1.0 + move) * noise)
+        i = self._next
+        if i == len(self._block):
+            self._draw()
+            i = 0
+        self._next = i + 1
+        o, h, lo, c, volume = self._block[i].tolist()
         return Bar(symbol=self.symbol, ts=ts, interval=interval, open=o, high=h, low=lo, close=c,
-                   volume=volume, source="synthetic")
+                   volume=int(volume), source="synthetic")
 
 
 class SyntheticSource:
@@ -240,9 +272,8 @@ class SyntheticSource:
         for s, walk in self._walks.items():
             last = resume.get((s, self.interval))
             if last is not None:
-                walk.price = last.close
                 # Re-seed from the resume point: a restart continues deterministically.
-                walk.rng.seed(zlib.crc32(f"{self.seed}:{s}:{last.ts.isoformat()}".encode()))
+                walk.restart(last.close, zlib.crc32(f"{self.seed}:{s}:{last.ts.isoformat()}".encode()))
                 next_ts[s] = last.ts + self.step
             else:
                 next_ts[s] = self._starts[walk.kind.name]
