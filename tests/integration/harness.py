@@ -26,7 +26,8 @@ from typing import Any
 
 import psycopg2
 import psycopg2.errors
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 REPO = Path(__file__).resolve().parents[2]
 INFRA = REPO / "deploy" / "local" / "infra.sh"
@@ -180,6 +181,7 @@ class Stack:
     def destroy(self) -> None:
         for p in self.processes:
             p.kill()
+        self._delete_topics()
         conn = psycopg2.connect(self.admin_dsn)
         conn.autocommit = True
         try:
@@ -196,6 +198,18 @@ class Stack:
                     time.sleep(1.0)
         finally:
             conn.close()
+
+    def _delete_topics(self) -> None:
+        """Delete this stack's topics: a benchmark step writes gigabytes, and the servers
+        outlive the stacks (left behind, one run of bench/analytics.py filled 46 GB)."""
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        names = [t for t in admin.list_topics(timeout=30).topics if t.startswith(self.prefix)]
+        for future in admin.delete_topics(names, operation_timeout=30).values() if names else ():
+            try:
+                future.result(60)
+            except KafkaException as exc:  # already gone is fine; anything else is worth a line
+                if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                    print(f"harness: could not delete a topic of {self.prefix}: {exc}", file=sys.stderr)
 
     def run_module(self, module: str, *args: str, timeout: float = 120, **env: Any) -> subprocess.CompletedProcess:
         env.setdefault("HTTP_PORT", "0")  # any free port: 8000 may be taken by another process
