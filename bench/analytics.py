@@ -27,11 +27,13 @@ each, since one tops out near 50,000 here); then:
   stopped below it counts against it); the sustained rate is the highest rate held, and
   every step of every pass is printed and kept;
 - catch-up: analytics started on a backlog of bars, its rate from 5 % to 100 % of them
-  (the most it can do, no producer running beside it);
+  (the most it can do, no producer running beside it); the median of ``--repeats`` runs;
 - memory: analytics' resident memory (VmRSS, and its peak VmHWM) once it holds ``--memory-series`` series
   (10,000 by default, 60 bars each: every one past warm-up, in the columns).
 
-The machine's load average is recorded before and after each phase. Figures of the
+The machine's load average is recorded before and after each phase, and a CPU probe (µs to
+build one Bar) before each: this machine's speed moves by 1.7x within an hour with nothing
+else running, and the probe says which figures were taken on the slower machine. Figures of the
 indicator engine alone (bench/indicators.py → bench/results/indicators.json, TA-Lib's
 ``talib.stream`` among them) are copied in, so bench/results/analytics.json holds the
 whole set.
@@ -46,6 +48,7 @@ import platform
 import statistics
 import sys
 import time
+import timeit
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -121,10 +124,25 @@ def load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
+def cpu_probe_us() -> float:
+    """This machine's speed right now: µs to build one Bar, best of 5 x 20,000. The same code
+    ran 0.34 µs at one moment and 0.58 at another on the same day here, with nothing else
+    running; a figure taken while the probe was slow was taken on a slower machine."""
+    ts = datetime(2024, 1, 2, tzinfo=UTC)
+
+    def build() -> None:
+        for _ in range(20_000):
+            Bar(symbol="SYN0001", ts=ts, interval="1m", open=1.0, high=2.0, low=0.5, close=1.5, volume=100,
+                source="synthetic")
+
+    best = min(timeit.timeit(build, number=1) for _ in range(5))
+    return round(best / 20_000 * 1e6, 3)
+
+
 def step(rate: float, seconds: float) -> dict:
     """One offered rate on a fresh stack: every bar out, latency over the run, flat or not."""
     n = int(rate * seconds)
-    load_before = load()
+    load_before, probe_before = load(), cpu_probe_us()
     stack = bench_stack()
     try:
         analytics = stack.start("analytics")
@@ -176,12 +194,45 @@ def step(rate: float, seconds: float) -> dict:
         "analytics_cpu_us_per_bar": round(analytics_cpu / n * 1e6, 2),
         "load_average_before": load_before,
         "load_average_after": load(),
+        "cpu_probe_us_before": probe_before,
     }
     print(f"  offered {offered:9,.0f} bars/s for {span:5.1f}s: p50 {out['latency_ms']['p50']:7.1f} ms, "
           f"p99 {out['latency_ms']['p99']:7.1f} ms (thirds: p50 {p50_first * 1000:.0f} -> {p50_last * 1000:.0f}, "
           f"p99 {p99_first * 1000:.0f} -> {p99_last * 1000:.0f}): {'flat' if flat else 'FELL BEHIND'}; "
           f"analytics CPU {out['analytics_cpu_us_per_bar']} us/bar; "
-          f"load {load_before} -> {out['load_average_after']}", flush=True)
+          f"load {load_before} -> {out['load_average_after']}; probe {probe_before} us", flush=True)
+    return out
+
+
+def catch_up(backlog: int) -> dict:
+    """Analytics started on a backlog of ``backlog`` bars: its rate from 5 % to 100 % of them."""
+    load_before, probe_before = load(), cpu_probe_us()
+    stack = bench_stack()
+    try:
+        stack.run_module("stockpipe.producer", timeout=900, **producer_env(backlog, 0, "2000-01-03T00:00:00Z"))
+        on_topic = OnTopic(stack)
+        analytics = stack.start("analytics")
+        samples: list[tuple[float, float]] = []
+
+        def done() -> bool:
+            samples.append((time.perf_counter(), on_topic()))
+            return samples[-1][1] >= backlog
+
+        wait_for(done, 600, interval=0.2, what="backlog processed")
+        cpu = cpu_seconds(analytics.proc.pid)  # start-up included
+        on_topic.close()
+        analytics.terminate()
+    finally:
+        stack.destroy()
+    lo = next(s for s in samples if s[1] >= 0.05 * backlog)
+    hi = next(s for s in samples if s[1] >= backlog)
+    out = {"bars_per_s": round((hi[1] - lo[1]) / (hi[0] - lo[0])),
+           "analytics_cpu_us_per_bar": round(cpu / backlog * 1e6, 2),
+           "load_average_before": load_before, "load_average_after": load(),
+           "cpu_probe_us_before": probe_before}
+    print(f"  catch-up: {out['bars_per_s']:,} bars/s; analytics CPU {out['analytics_cpu_us_per_bar']} us per bar "
+          f"(start-up included); load {load_before} -> {out['load_average_after']}; probe {probe_before} us",
+          flush=True)
     return out
 
 
@@ -233,29 +284,9 @@ def main() -> int:
     print(f"sustained (highest rate held): {sustained:,} bars/s; with p99 < 250 ms: {fast:,} bars/s", flush=True)
 
     # 2. Catch-up on a backlog: the most analytics does through Kafka on this machine.
-    load_catch_up = load()
-    stack = bench_stack()
-    try:
-        stack.run_module("stockpipe.producer", timeout=900, **producer_env(args.backlog, 0, "2000-01-03T00:00:00Z"))
-        on_topic = OnTopic(stack)
-        analytics = stack.start("analytics")
-        samples: list[tuple[float, float]] = []
-
-        def done() -> bool:
-            samples.append((time.perf_counter(), on_topic()))
-            return samples[-1][1] >= args.backlog
-
-        wait_for(done, 600, interval=0.2, what="backlog processed")
-        catch_up_cpu = cpu_seconds(analytics.proc.pid)  # start-up included
-        on_topic.close()
-        analytics.terminate()
-    finally:
-        stack.destroy()
-    lo = next(s for s in samples if s[1] >= 0.05 * args.backlog)
-    hi = next(s for s in samples if s[1] >= args.backlog)
-    catch_up = (hi[1] - lo[1]) / (hi[0] - lo[0])
-    catch_up_cpu_us = round(catch_up_cpu / args.backlog * 1e6, 2)
-    print(f"catch-up: {catch_up:,.0f} bars/s; analytics CPU {catch_up_cpu_us} us per bar (start-up included)")
+    catch_ups = [catch_up(args.backlog) for _ in range(args.repeats)]
+    median_catch_up = statistics.median(c["bars_per_s"] for c in catch_ups)
+    print(f"catch-up, median of {args.repeats}: {median_catch_up:,.0f} bars/s", flush=True)
 
     # 3. Memory with many series.
     series, per = args.memory_series, 60
@@ -301,10 +332,12 @@ def main() -> int:
                                     f"{args.repeats} passes; the median offered rate of its flat runs",
             "fell_behind_at_bars_per_s": next((r["asked_bars_per_s"] for r in by_rate if not r["held"]), None),
             "latency_definition": "indicator message CreateTime - bar message CreateTime (librdkafka, ms)",
-            "catch_up_bars_per_s": round(catch_up),
-            "catch_up_analytics_cpu_us_per_bar": catch_up_cpu_us,
+            "catch_up_bars_per_s": round(median_catch_up),
+            "catch_up_definition": f"median of {args.repeats} runs, each on a fresh stack",
+            "catch_ups": catch_ups,
             "backlog_bars": args.backlog,
-            "load_average_catch_up": [load_catch_up, load()],
+            "cpu_probe_definition": "µs to build one Bar (best of 5 x 20,000), taken before each step and "
+                                    "catch-up: how fast the machine was then",
             "targets_bars_per_s": {"sustained": 50_000, "catch_up": 100_000},
         },
         "memory": memory,
