@@ -97,6 +97,14 @@ def test_one_bad_value_among_repeated_ones_gives_none(column: int, bad: object) 
     assert BinaryRows(KINDS)(rows) is None
 
 
+@pytest.mark.parametrize("value", ["1m", "", "A" * 40])
+def test_a_text_column_of_one_value_reads_back_exactly(value: str) -> None:
+    # A batch's interval and source are one value: encoded once, without hashing every row.
+    rows = [(value, *r[1:]) for r in feed_rows(300)]
+    assert parse(BinaryRows(KINDS)(rows), KINDS) == rows
+    assert BinaryRows(KINDS)([("SYMé", *r[1:]) for r in rows]) is None  # one value, not ASCII
+
+
 def test_versioned_rows_drop_the_leading_v() -> None:
     rows = random_rows(50)
     assert BinaryRows(KINDS, versioned=True)([(1, *r) for r in rows]) == BinaryRows(KINDS)(rows)

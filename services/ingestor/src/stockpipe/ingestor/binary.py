@@ -48,6 +48,8 @@ def _distinct(column: Sequence[Any]) -> tuple[Sequence[Any], np.ndarray | None]:
     then indexing, is cheaper than encoding every row. ``(column, None)`` when most values
     are distinct.
     """
+    if column.count(column[0]) == len(column):  # one value (a batch's interval, source): no hashing at all
+        return column[:1], np.zeros(len(column), np.intp)
     first = dict.fromkeys(column)  # C-level; keeps first-seen order
     if len(first) * 4 > len(column):
         return column, None
