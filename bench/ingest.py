@@ -4,14 +4,17 @@
 
 1. starts Kafka and PostgreSQL with deploy/local/infra.sh (state in .local/bench);
 2. publishes N synthetic bars (500 symbols) to ``raw`` with the real producer, and builds the
-   same rows as one text COPY buffer and one binary COPY buffer (outside every timed part);
+   same rows as one text COPY buffer and two binary COPY buffers, one in arrival order and one
+   grouped by symbol as the ingestor sends each batch (outside every timed part);
 3. then, ``--rounds`` times (3), within seconds of each other, because this machine's speed
    drifts by more than the target's margin over minutes (the text COPY moved between 313k
    and 349k rows/s in one day):
 
    a. the references: each buffer COPYed into an empty table of the same definition (primary
       key included) and committed with fsync on. Text COPY is the issue's reference; binary
-      (what the ingestor sends, ~25 % faster for the server) is the strongest;
+      (the ingestor's format, ~25 % faster for the server) a stronger one, and binary with all
+      the rows grouped by symbol (the server's index inserts in key order, faster still) the
+      strongest;
    b. ``price_bars`` emptied, the real ingestor in a new consumer group drains ``raw``: its
       rate is that of its committed offsets (an offset is committed once its row is durable),
       sampled every 20 ms, from 5 % to 100 % of the rows (start-up and group join excluded).
@@ -23,7 +26,8 @@
 
 Each round's ratios are its ingest rates over its own COPY; the verdict is on the median
 round, and every round is printed and kept. CPU per row and the load average before and after
-are recorded per round.
+are recorded per round, and a CPU probe (bench/analytics.py's: µs to build one Bar, ~0.30 on
+this machine's fast phase, ~0.58 on its slow one) before each.
 
 Writes bench/results/ingest.json and bench/results/ingest.md.
 """
@@ -48,7 +52,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "integration"))
 
 
+from analytics import cpu_probe_us  # noqa: E402
+
 from stockpipe.common.messages import Bar, Codec  # noqa: E402
+from stockpipe.ingestor.binary import BinaryRows  # noqa: E402
 from stockpipe.ingestor.sinks import SINKS  # noqa: E402
 
 from harness import Stack, bench_stack, wait_for  # noqa: E402
@@ -207,7 +214,10 @@ def main() -> int:
             rows.append(b)
         lines = buf.getvalue().encode()
         writer = SINKS["raw"].writer
-        binary = writer.binary(rows)
+        # In arrival order, as a client COPYing the rows as they come would send them (the
+        # ingestor groups each batch by symbol, which the server inserts faster).
+        binary = BinaryRows(writer.binary.kinds, fields=writer.columns)(rows)
+        grouped = writer.binary(rows)  # all the rows at once: one group per symbol
         del rows
         columns = ", ".join(f'"{c}"' for c in writer.columns)
         binary_copy = f"COPY {{table}} ({columns}) FROM STDIN (FORMAT binary)"
@@ -215,11 +225,13 @@ def main() -> int:
         for r in range(args.rounds):
             # Each round's figures are taken within seconds of each other: this machine's
             # speed drifts by more than the target's margin over minutes.
-            one: dict = {"load_before": load()}
+            one: dict = {"load_before": load(), "cpu_probe_us_before": cpu_probe_us()}
             checkpoint()
             one["copy_s"] = copy_reference(stack, lines, repeats=1)[0]
             checkpoint()
             one["binary_copy_s"] = copy_reference(stack, binary, repeats=1, copy=binary_copy)[0]
+            checkpoint()
+            one["grouped_copy_s"] = copy_reference(stack, grouped, repeats=1, copy=binary_copy)[0]
             stack.execute("TRUNCATE price_bars")
             checkpoint()
             one["ingest"], one["cpu_us_per_row"] = timed_drain(stack, n, f"bench-ingest-{r}", args.batch_size)
@@ -229,14 +241,16 @@ def main() -> int:
             one["replay"], one["replay_cpu_us_per_row"] = timed_drain(stack, n, f"bench-replay-{r}", args.batch_size)
             assert stack.scalar("SELECT count(*) FROM price_bars") == n
             one["load_after"] = load()
-            copy_rate, binary_rate = n / one["copy_s"], n / one["binary_copy_s"]
-            one |= {"copy": copy_rate, "binary_copy": binary_rate, "ratio": one["ingest"] / copy_rate,
+            copy_rate, binary_rate, grouped_rate = n / one["copy_s"], n / one["binary_copy_s"], n / one["grouped_copy_s"]
+            one |= {"copy": copy_rate, "binary_copy": binary_rate, "grouped_copy": grouped_rate,
+                    "ratio": one["ingest"] / copy_rate,
                     "replay_ratio": one["replay"] / copy_rate}
             rounds.append(one)
             print(f"round {r + 1}: ingest {one['ingest']:,.0f} rows/s = {one['ratio']:.0%} of text COPY "
-                  f"({copy_rate:,.0f}), {one['ingest'] / binary_rate:.0%} of binary COPY ({binary_rate:,.0f}); "
+                  f"({copy_rate:,.0f}), {one['ingest'] / binary_rate:.0%} of binary COPY ({binary_rate:,.0f}), "
+                  f"{one['ingest'] / grouped_rate:.0%} of binary grouped by symbol ({grouped_rate:,.0f}); "
                   f"replay {one['replay']:,.0f} = {one['replay_ratio']:.0%}; CPU µs/row {cpu}; "
-                  f"load {one['load_before']} -> {one['load_after']}")
+                  f"load {one['load_before']} -> {one['load_after']}; probe {one['cpu_probe_us_before']} µs")
     finally:
         stack.destroy()
 
@@ -246,6 +260,7 @@ def main() -> int:
     ratio, replay_ratio = median("ratio"), median("replay_ratio")
     ingest_rate, replay_rate, copy_rate, binary_rate = median("ingest"), median("replay"), median("copy"), \
         median("binary_copy")
+    grouped_rate = median("grouped_copy")
     result = {
         "benchmark": "ingest",
         "command": f"make bench  (.venv/bin/python bench/ingest.py --bars {n} --symbols {args.symbols}"
@@ -254,7 +269,8 @@ def main() -> int:
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "bars": n,
         "symbols": args.symbols,
-        "method": "rounds of (text COPY, binary COPY, ingest, replay), each ratio within its round; medians over rounds",
+        "method": "rounds of (text COPY, binary COPY, binary COPY grouped by symbol, ingest, replay), each ratio "
+                  "within its round; medians over rounds",
         "ratio_to_copy": round(ratio, 3),
         "replay_ratio_to_copy": round(replay_ratio, 3),
         "ratio_to_copy_per_round": [round(x["ratio"], 3) for x in rounds],
@@ -263,8 +279,10 @@ def main() -> int:
         "replay_rows_per_s": round(replay_rate),
         "copy_rows_per_s": round(copy_rate),
         "binary_copy_rows_per_s": round(binary_rate),
+        "binary_grouped_copy_rows_per_s": round(grouped_rate),
         "ratio_to_binary_copy": round(median_of(rounds, lambda x: x["ingest"] / x["binary_copy"]), 3),
         "replay_ratio_to_binary_copy": round(median_of(rounds, lambda x: x["replay"] / x["binary_copy"]), 3),
+        "ratio_to_binary_grouped_copy": round(median_of(rounds, lambda x: x["ingest"] / x["grouped_copy"]), 3),
         "targets": {"new_rows_ratio": 0.85, "replay_ratio": 0.5},
         "rounds": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in x.items()} for x in rounds],
         "producer_bars_per_s": round(n / produce_s),
@@ -285,6 +303,8 @@ def main() -> int:
         f" | 100% | {copy_rate / binary_rate:.0%} |\n"
         f"| PostgreSQL binary `COPY` of the same rows, prebuilt buffer | {binary_rate:,.0f}"
         f" | {binary_rate / copy_rate:.0%} | 100% |\n"
+        f"| PostgreSQL binary `COPY` of the same rows grouped by symbol, prebuilt buffer | {grouped_rate:,.0f}"
+        f" | {grouped_rate / copy_rate:.0%} | {grouped_rate / binary_rate:.0%} |\n"
     )
     (RESULTS / "ingest.md").write_text(
         f"Ingest benchmark, {n:,} bars of {args.symbols} symbols, {result['when']}, "

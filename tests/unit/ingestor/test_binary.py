@@ -97,6 +97,20 @@ def test_one_bad_value_among_repeated_ones_gives_none(column: int, bad: object) 
     assert BinaryRows(KINDS)(rows) is None
 
 
+def test_clustered_rows_go_out_grouped_by_the_column_each_group_in_arrival_order() -> None:
+    # Symbols of different lengths (padding dropped per row) and NULLs: the kept bytes move
+    # with their rows. Python's sorted is stable: each symbol's rows stay in arrival order.
+    rows = [(f"S{(i * 7) % 23}", *rest) for i, (_, *rest) in enumerate(feed_rows(3_000))]
+    assert parse(BinaryRows(KINDS, cluster=0)(rows), KINDS) == sorted(rows, key=lambda r: r[0])
+    # Nothing to group: one value, or mostly distinct values (sent in arrival order).
+    one = [("AAPL", *rest) for _, *rest in rows]
+    assert parse(BinaryRows(KINDS, cluster=0)(one), KINDS) == one
+    distinct = random_rows(500)
+    assert parse(BinaryRows(KINDS, cluster=0)(distinct), KINDS) == distinct
+    with pytest.raises(ValueError, match="not text"):
+        BinaryRows(KINDS, cluster=1)
+
+
 @pytest.mark.parametrize("value", ["1m", "", "A" * 40])
 def test_a_text_column_of_one_value_reads_back_exactly(value: str) -> None:
     # A batch's interval and source are one value: encoded once, without hashing every row.
@@ -155,7 +169,7 @@ def test_messages_as_rows_give_the_bytes_of_their_tuples() -> None:
     bars = [Bar(symbol=f"S{i % 7}", ts=datetime(2024, 1, 2, 14, i % 60, tzinfo=UTC), interval="1m", open=1.5,
                 high=2.0 + i, low=1.0, close=1.5, volume=i, source="synthetic") for i in range(300)]
     writer = SINKS["raw"].writer
-    plain = BinaryRows(writer.binary.kinds, versioned=True)
+    plain = BinaryRows(writer.binary.kinds, versioned=True, cluster=0)
     assert writer.binary(bars) == plain([astuple(b) for b in bars])
     assert writer.format(bars) == copy_text([astuple(b) for b in bars], plain=True, versioned=True)
 

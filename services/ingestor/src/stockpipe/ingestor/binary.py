@@ -9,6 +9,13 @@ column becomes one numpy array, the rows become one packed record array (text fi
 to the column's widest value), and one boolean mask drops the padding and NULLs' bytes, which
 leaves exactly the rows, in their order, back to back.
 
+With ``cluster``, the rows go out grouped by that text column (a table's leading key column,
+the symbol), its values in sorted order, each group's rows in their arrival order: the server
+then inserts each symbol's rows into the same index pages one after the other instead of
+visiting 500 leaf pages for every minute's bars (a binary COPY of 1,000,000 bars ran 1-15 %
+faster so, 8 % in the median, bench/results/ingest.json). The order within a key is kept, so
+of two rows with one key the first still wins.
+
 Rows are tuples, or objects read by attribute (the ingestor's decoded messages).
 :class:`BinaryRows` returns ``None`` for rows it cannot represent exactly (a string that is
 not ASCII, an integer beyond 64 bits, a time outside 1900-04-15..2039-09-18, where the float
@@ -57,16 +64,27 @@ def _distinct(column: Sequence[Any]) -> tuple[Sequence[Any], np.ndarray | None]:
     return list(first), np.fromiter(map(index.__getitem__, column), np.intp, len(column))
 
 
+def _grouped(distinct: Sequence[str], codes: np.ndarray) -> np.ndarray:
+    """The rows' order grouped by value, values sorted, each group in arrival order (stable)."""
+    rank = np.empty(len(distinct), np.intp)
+    rank[sorted(range(len(distinct)), key=distinct.__getitem__)] = np.arange(len(distinct))
+    return np.argsort(rank[codes], kind="stable")
+
+
 class BinaryRows:
     """Formats rows (tuples in column order) of one table as binary COPY data."""
 
-    def __init__(self, kinds: Sequence[str], *, versioned: bool = False, fields: Sequence[str] | None = None) -> None:
+    def __init__(self, kinds: Sequence[str], *, versioned: bool = False, fields: Sequence[str] | None = None,
+                 cluster: int | None = None) -> None:
         for kind in kinds:
             if kind not in KINDS:
                 raise ValueError(f"unknown column kind {kind!r}: one of {KINDS}")
         if fields is not None and len(fields) != len(kinds):
             raise ValueError(f"{len(fields)} fields for {len(kinds)} columns")
+        if cluster is not None and kinds[cluster] != "text":
+            raise ValueError(f"cluster column {cluster} is {kinds[cluster]!r}, not text")
         self.kinds = tuple(kinds)
+        self.cluster = cluster
         self.skip = 1 if versioned else 0  # a versioned row starts with the message's v
         # Rows as objects: each column read with one attrgetter pass (about half the cost of
         # making tuples and transposing them).
@@ -85,6 +103,7 @@ class BinaryRows:
             raise ValueError(f"rows have {len(columns)} columns, not {len(self.kinds)}")
         spec: list[tuple[str, str]] = [("n", ">i2")]
         fields: list[tuple[np.ndarray, np.ndarray | None, bool]] = []  # values, lengths (None: fixed), text
+        order = None  # the rows' order on the wire, when clustered
         for j, (column, kind) in enumerate(zip(columns, self.kinds)):
             lengths = None
             try:
@@ -95,6 +114,8 @@ class BinaryRows:
                     # refuses a NUL in text either way, as it does in a text COPY.
                     lengths = np.fromiter(map(len, distinct), np.int32, len(distinct))
                     if codes is not None:
+                        if j == self.cluster and len(distinct) > 1:
+                            order = _grouped(distinct, codes)
                         values, lengths = values[codes], lengths[codes]
                 elif kind == "timestamptz":
                     # Row by row: hashing a fresh aware datetime (to find the distinct ones)
@@ -129,6 +150,10 @@ class BinaryRows:
                     keep = np.ones((n, record.itemsize), bool)
                 offset = record.fields[f"v{j}"][1]
                 keep[:, offset:offset + width] = np.arange(width) < lengths[:, None]
+        if order is not None:
+            table = table[order]
+            if keep is not None:
+                keep = keep[order]
         raw = table.view(_U1).reshape(n, record.itemsize)
         body = raw[keep] if keep is not None else raw.reshape(-1)
         return b"".join((_HEADER, body.tobytes(), _TRAILER))

@@ -69,8 +69,12 @@ def _fields(model: type) -> tuple[str, ...]:
     return names[1:]
 
 
+_KEY = ("symbol", "interval", "ts")
+
+
 def _binary(model: type) -> BinaryRows:
-    """The binary COPY format of messages as rows, from their field types."""
+    """The binary COPY format of messages as rows, from their field types, grouped by symbol
+    (the leading column of the table's key: see BinaryRows)."""
     kinds = []
     for f in msgspec.inspect.type_info(model).fields[1:]:  # after v
         t = f.type
@@ -82,10 +86,10 @@ def _binary(model: type) -> BinaryRows:
                 msgspec.inspect.DateTimeType: "timestamptz", msgspec.inspect.FloatType: "float8",
                 msgspec.inspect.IntType: "int8"}[type(t)]
         kinds.append(kind + "?" if nullable else kind)
-    return BinaryRows(kinds, fields=_fields(model))
+    fields = _fields(model)
+    assert fields[0] == _KEY[0] == "symbol"
+    return BinaryRows(kinds, fields=fields, cluster=0)
 
-
-_KEY = ("symbol", "interval", "ts")
 
 SINKS: dict[str, Sink] = {
     s.kind: s
